@@ -1,0 +1,441 @@
+// `tessera`: one binary, subcommands that wire the libraries together.
+//   tessera simulate     a whole federation in one process
+//   tessera coordinator  serve a federated run over gRPC
+//   tessera client       take part in a run with local private data
+// Every failure is one line on stderr and a nonzero exit: 2 for bad usage or configuration,
+// 1 for a run that could not complete.
+#include <malloc.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/config.h"
+#include "client/client_runtime.h"
+#include "client/data/csv_reader.h"
+#include "client/data/idx_reader.h"
+#include "client/grpc/grpc_channel.h"
+#include "client/torch/torch_trainer.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/grpc/coordinator_service.h"
+#include "coordinator/run_log.h"
+#include "core/file_io.h"
+#include "core/logging.h"
+#include "core/safetensors.h"
+#include "core/strings.h"
+#include "simulations/partitioner.h"
+#include "simulations/simulator.h"
+
+namespace tessera::cli {
+namespace {
+
+using core::StrCat;
+namespace ct = client::torch;
+
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 1;
+
+int Fail(const std::string& command, const absl::Status& s) {
+  std::cerr << "tessera " << command << ": " << s.message() << " [" << absl::StatusCodeToString(s.code()) << "]\n";
+  return absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? kExitUsage : kExitFailure;
+}
+
+// Freed memory stays in the process: a freshly faulted page costs ~10 us, and transfers and
+// aggregation would otherwise pay it on every byte (ANCHORS.md: gRPC upload 0.39 -> 3.1 GB/s).
+void KeepFreedMemory() {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+}
+
+// SIGINT / SIGTERM set `stop` (handled on a thread of its own with sigwait).
+std::atomic<bool> g_stop{false};
+void BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    g_stop = true;
+  }).detach();
+}
+
+absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& text) {
+  std::vector<int64_t> shape;
+  std::stringstream ss(text);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(part, &used);
+      if (used != part.size() || v <= 0) throw std::invalid_argument(part);
+      shape.push_back(v);
+    } catch (const std::exception&) {
+      return absl::InvalidArgumentError(StrCat("--input-shape must be positive integers separated by commas, got '", text, "'"));
+    }
+  }
+  if (shape.empty()) return absl::InvalidArgumentError("--input-shape is empty");
+  return shape;
+}
+
+struct Common {
+  std::string config;
+  std::string log_level = "warn";
+};
+
+void AddCommon(CLI::App* sub, Common* c) {
+  sub->add_option("--config", c->config, "TOML file with settings (flags win over it)");
+  sub->add_option("--log-level", c->log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+}
+
+absl::Status Prepare(CLI::App* sub, const Common& c) {
+  if (!c.config.empty()) {
+    if (absl::Status s = ApplyTomlConfig(c.config, sub); !s.ok()) return s;
+  }
+  if (!core::SetLogLevel(c.log_level)) return absl::InvalidArgumentError(StrCat("unknown --log-level '", c.log_level, "'"));
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- simulate
+struct SimulateArgs {
+  Common common;
+  simulations::SimulationOptions options;
+  bool quiet = false;
+};
+
+void AddSimulate(CLI::App& app, SimulateArgs* a) {
+  auto* sub = app.add_subcommand("simulate", "Run a whole federation on this machine");
+  auto& o = a->options;
+  AddCommon(sub, &a->common);
+  sub->add_option("--dataset", o.dataset, "fashion-mnist | csv:PATH")->capture_default_str();
+  sub->add_option("--data-dir", o.data_dir, "Fashion-MNIST IDX files (.gz or raw)")->capture_default_str();
+  sub->add_option("--clients", o.num_clients, "Virtual clients")->capture_default_str();
+  sub->add_option("--fraction", o.fraction, "Fraction of clients sampled per round (C)")->capture_default_str();
+  sub->add_option("--rounds", o.rounds, "Rounds")->capture_default_str();
+  sub->add_option("--model", o.model, "logreg | mlp | cnn | PATH.pt (TorchScript)")->capture_default_str();
+  sub->add_option("--partition", o.partition, "iid | shards:K | dirichlet:ALPHA")->capture_default_str();
+  sub->add_option("--local-epochs", o.local_epochs, "Local epochs per round (E)")->capture_default_str();
+  sub->add_option("--batch-size", o.batch_size, "Local batch size (B)")->capture_default_str();
+  sub->add_option("--lr", o.learning_rate, "Client learning rate")->capture_default_str();
+  sub->add_option("--seed", o.seed, "Seed: the same seed gives the same run")->capture_default_str();
+  sub->add_option("--client-test-fraction", o.client_test_fraction, "Local held-out split of each client")
+      ->capture_default_str();
+  sub->add_option("--threads", o.threads, "Clients trained in parallel (0: one per core)")->capture_default_str();
+  sub->add_option("--server-eval", o.server_eval, "Evaluate each global model on the test split")->capture_default_str();
+  sub->add_option("--output", o.output_dir, "Directory for metrics.jsonl, summary.json and models/");
+  sub->add_flag("--quiet", a->quiet, "No progress lines");
+}
+
+int RunSimulate(CLI::App* sub, SimulateArgs& a) {
+  if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail("simulate", s);
+  a.options.progress = a.quiet ? nullptr : stdout;
+  auto report = simulations::RunSimulation(a.options);
+  if (!report.ok()) return Fail("simulate", report.status());
+  const auto& rounds = report->rounds;
+  if (!a.quiet && !rounds.empty()) {
+    std::printf("done: %zu rounds in %.1f s%s%s\n", rounds.size(), report->wall_seconds,
+                a.options.output_dir.empty() ? "" : "; metrics in ", a.options.output_dir.c_str());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- coordinator
+struct CoordinatorArgs {
+  Common common;
+  std::string address = "127.0.0.1:50051";
+  std::string port_file;
+  std::string model = "mlp";
+  std::string initial_model;
+  std::string input_shape = "1,28,28";
+  int num_classes = 10;
+  int rounds = 10;
+  double fraction = 1.0;
+  int min_clients = 2;
+  int min_results = 1;
+  double round_timeout = 600;
+  int local_epochs = 1;
+  int batch_size = 10;
+  double lr = 0.05;
+  uint64_t seed = 1;
+  std::string run_id;
+  std::string output;
+  std::string eval_data_dir;
+  double linger = 5;
+  bool insecure = false;
+  std::string tls_cert, tls_key, tls_client_ca;
+};
+
+void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
+  auto* sub = app.add_subcommand("coordinator", "Serve a federated run over gRPC");
+  AddCommon(sub, &a->common);
+  sub->add_option("--address", a->address, "host:port to listen on (port 0 picks one)")->capture_default_str();
+  sub->add_option("--port-file", a->port_file, "Write the bound port to this file once listening");
+  sub->add_option("--model", a->model, "logreg | mlp | cnn | PATH.pt: the initial model")->capture_default_str();
+  sub->add_option("--initial-model", a->initial_model, "Start from these safetensors weights instead");
+  sub->add_option("--input-shape", a->input_shape, "Shape of one example, e.g. 1,28,28")->capture_default_str();
+  sub->add_option("--num-classes", a->num_classes, "Classes")->capture_default_str();
+  sub->add_option("--rounds", a->rounds, "Rounds")->capture_default_str();
+  sub->add_option("--fraction", a->fraction, "Fraction of available clients sampled per round")->capture_default_str();
+  sub->add_option("--min-clients", a->min_clients, "Clients that must be available before a round opens")
+      ->capture_default_str();
+  sub->add_option("--min-results", a->min_results, "Quorum: valid results a round needs")->capture_default_str();
+  sub->add_option("--round-timeout", a->round_timeout, "Round deadline in seconds")->capture_default_str();
+  sub->add_option("--local-epochs", a->local_epochs, "Local epochs per round")->capture_default_str();
+  sub->add_option("--batch-size", a->batch_size, "Local batch size")->capture_default_str();
+  sub->add_option("--lr", a->lr, "Client learning rate")->capture_default_str();
+  sub->add_option("--seed", a->seed, "Seed of the initial model and of sampling")->capture_default_str();
+  sub->add_option("--run-id", a->run_id, "Run id (default: run-SEED)");
+  sub->add_option("--output", a->output, "Directory for metrics.jsonl, summary.json and models/");
+  sub->add_option("--eval-data-dir", a->eval_data_dir, "Evaluate each global model on Fashion-MNIST's test split here");
+  sub->add_option("--linger", a->linger, "Seconds to keep serving after the last round, so clients hear it ended")
+      ->capture_default_str();
+  sub->add_flag("--insecure", a->insecure, "Plaintext gRPC (local experiments only)");
+  sub->add_option("--tls-cert", a->tls_cert, "Server certificate (PEM)");
+  sub->add_option("--tls-key", a->tls_key, "Server private key (PEM)");
+  sub->add_option("--tls-client-ca", a->tls_client_ca, "CA (PEM) whose certificates clients must present (mTLS)");
+}
+
+class EvalAdapter final : public coordinator::Evaluator {
+ public:
+  explicit EvalAdapter(std::unique_ptr<ct::TorchTrainer> t) : trainer_(std::move(t)) {}
+  absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& w) override { return trainer_->Evaluate(w); }
+
+ private:
+  std::unique_ptr<ct::TorchTrainer> trainer_;
+};
+
+int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
+  const std::string cmd = "coordinator";
+  if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail(cmd, s);
+  if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0) || !(a.linger >= 0)) {
+    return Fail(cmd, absl::InvalidArgumentError("--rounds, --min-clients, --min-results and --round-timeout must be positive"));
+  }
+  auto shape = ParseShape(a.input_shape);
+  if (!shape.ok()) return Fail(cmd, shape.status());
+  ct::ModelSpec spec{a.model, *shape, a.num_classes};
+  absl::StatusOr<core::ModelWeights> initial;
+  if (!a.initial_model.empty()) {
+    auto file = core::ReadSafetensorsFile(a.initial_model);
+    if (!file.ok()) return Fail(cmd, file.status());
+    initial = std::move(file->weights);
+  } else {
+    initial = ct::InitialWeights(spec, a.seed);
+  }
+  if (!initial.ok()) return Fail(cmd, initial.status());
+
+  std::unique_ptr<EvalAdapter> evaluator;
+  if (!a.eval_data_dir.empty()) {
+    auto test = client::LoadFashionMnist(a.eval_data_dir, "test");
+    if (!test.ok()) return Fail(cmd, test.status());
+    auto trainer = ct::TorchTrainer::Create(
+        spec, {}, client::DatasetView::All(std::make_shared<const client::Dataset>(*std::move(test))));
+    if (!trainer.ok()) return Fail(cmd, trainer.status());
+    evaluator = std::make_unique<EvalAdapter>(*std::move(trainer));
+  }
+
+  coordinator::FedAvgOptions fedavg;
+  fedavg.fraction = a.fraction;
+  fedavg.min_fit_clients = 1;
+  fedavg.min_available_clients = a.min_clients;
+  fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
+  auto strategy = coordinator::FedAvgStrategy::Create(fedavg);
+  if (!strategy.ok()) return Fail(cmd, strategy.status());
+
+  auto log = coordinator::RunLog::Create(a.output, a.rounds, stdout);
+  if (!log.ok()) return Fail(cmd, log.status());
+  coordinator::CoordinatorOptions opts;
+  opts.round.run_id = a.run_id.empty() ? StrCat("run-", a.seed) : a.run_id;
+  opts.round.num_rounds = a.rounds;
+  opts.round.round_deadline = absl::Seconds(a.round_timeout);
+  opts.round.min_results = a.min_results;
+  opts.round.seed = a.seed;
+  if (!a.output.empty()) opts.model_dir = (std::filesystem::path(a.output) / "models").string();
+  coordinator::CoordinatorDeps deps;
+  deps.evaluator = evaluator.get();
+  deps.observer = log->get();
+  auto coord = coordinator::Coordinator::Create(opts, *std::move(strategy), *std::move(initial), deps);
+  if (!coord.ok()) return Fail(cmd, coord.status());
+
+  coordinator::ServerTlsOptions tls{a.insecure, a.tls_cert, a.tls_key, a.tls_client_ca};
+  auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls);
+  if (!server.ok()) return Fail(cmd, server.status());
+  std::printf("tessera coordinator: run '%s' listening on port %d (%s)\n", opts.round.run_id.c_str(),
+              (*server)->port(), a.insecure ? "plaintext" : (a.tls_client_ca.empty() ? "TLS" : "mutual TLS"));
+  std::fflush(stdout);
+  if (!a.port_file.empty()) {
+    if (absl::Status s = core::WriteFileAtomic(a.port_file, std::to_string((*server)->port())); !s.ok()) {
+      return Fail(cmd, s);
+    }
+  }
+  while (!g_stop && !(*coord)->WaitFinished(absl::Milliseconds(200))) {
+  }
+  if (!g_stop) {
+    const absl::Time until = absl::Now() + absl::Seconds(a.linger);
+    while (!g_stop && absl::Now() < until) absl::SleepFor(absl::Milliseconds(100));
+  }
+  (*server)->Shutdown();
+  nlohmann::json config = {{"rounds", a.rounds}, {"fraction", a.fraction}, {"min_clients", a.min_clients},
+                           {"min_results", a.min_results}, {"model", a.model}, {"local_epochs", a.local_epochs},
+                           {"batch_size", a.batch_size}, {"lr", a.lr}, {"seed", a.seed}};
+  if (absl::Status s = (*log)->WriteSummary(config.dump()); !s.ok()) return Fail(cmd, s);
+  if (!(*coord)->finished()) return Fail(cmd, absl::CancelledError("stopped before the last round"));
+  return 0;
+}
+
+// ---------------------------------------------------------------- client
+struct ClientArgs {
+  Common common;
+  std::string coordinator = "127.0.0.1:50051";
+  std::string id;
+  std::string dataset = "fashion-mnist";
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string model = "mlp";
+  std::string partition = "iid";
+  int num_partitions = 1;
+  int partition_index = 0;
+  double test_fraction = 0.1;
+  uint64_t data_seed = 1;
+  std::string save_uploads;
+  int connect_attempts = 8;
+  bool insecure = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;
+};
+
+void AddClient(CLI::App& app, ClientArgs* a) {
+  auto* sub = app.add_subcommand("client", "Take part in a federated run with local data");
+  AddCommon(sub, &a->common);
+  sub->add_option("--coordinator", a->coordinator, "Coordinator address host:port")->capture_default_str();
+  sub->add_option("--id", a->id, "This client's id (under mTLS: its certificate's name)")->required();
+  sub->add_option("--dataset", a->dataset, "fashion-mnist | csv:PATH")->capture_default_str();
+  sub->add_option("--data-dir", a->data_dir, "Fashion-MNIST IDX files")->capture_default_str();
+  sub->add_option("--model", a->model, "logreg | mlp | cnn | PATH.pt (as the coordinator's)")->capture_default_str();
+  sub->add_option("--partition", a->partition, "How the data is split into partitions: iid | shards:K | dirichlet:A")
+      ->capture_default_str();
+  sub->add_option("--num-partitions", a->num_partitions, "Split the dataset into this many partitions")
+      ->capture_default_str();
+  sub->add_option("--partition-index", a->partition_index, "Train on partition number (from 0)")->capture_default_str();
+  sub->add_option("--test-fraction", a->test_fraction, "Local held-out split")->capture_default_str();
+  sub->add_option("--data-seed", a->data_seed, "Seed of the partitioning")->capture_default_str();
+  sub->add_option("--save-uploads", a->save_uploads, "Keep a safetensors copy of every upload here (audit)");
+  sub->add_option("--connect-attempts", a->connect_attempts, "Attempts per RPC before giving up")->capture_default_str();
+  sub->add_flag("--insecure", a->insecure, "Plaintext gRPC (local experiments only)");
+  sub->add_option("--tls-ca", a->tls_ca, "CA (PEM) that signed the coordinator's certificate");
+  sub->add_option("--tls-cert", a->tls_cert, "Client certificate (PEM) for mutual TLS");
+  sub->add_option("--tls-key", a->tls_key, "Client private key (PEM)");
+  sub->add_option("--tls-server-name", a->tls_server_name, "Expected name in the coordinator's certificate");
+}
+
+int RunClient(CLI::App* sub, ClientArgs& a) {
+  const std::string cmd = "client";
+  if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail(cmd, s);
+  if (a.num_partitions < 1 || a.partition_index < 0 || a.partition_index >= a.num_partitions) {
+    return Fail(cmd, absl::InvalidArgumentError("--partition-index must be in [0, --num-partitions)"));
+  }
+  if (a.connect_attempts < 1) return Fail(cmd, absl::InvalidArgumentError("--connect-attempts must be at least 1"));
+  absl::StatusOr<client::Dataset> data;
+  if (a.dataset == "fashion-mnist") {
+    if (!std::filesystem::is_directory(a.data_dir)) {
+      return Fail(cmd, absl::NotFoundError(StrCat("data directory ", a.data_dir, " does not exist")));
+    }
+    data = client::LoadFashionMnist(a.data_dir, "train");
+  } else if (a.dataset.rfind("csv:", 0) == 0) {
+    client::CsvOptions csv;
+    csv.standardize = true;
+    data = client::ReadCsvDataset(a.dataset.substr(4), csv);
+  } else {
+    return Fail(cmd, absl::InvalidArgumentError(StrCat("unknown dataset '", a.dataset, "'")));
+  }
+  if (!data.ok()) return Fail(cmd, data.status());
+  auto pspec = simulations::ParsePartitionSpec(a.partition);
+  if (!pspec.ok()) return Fail(cmd, pspec.status());
+  auto shared = std::make_shared<const client::Dataset>(*std::move(data));
+  auto parts = simulations::Partition(*shared, a.num_partitions, *pspec, a.data_seed);
+  if (!parts.ok()) return Fail(cmd, parts.status());
+  auto splits = simulations::SplitHeldOut(*parts, a.test_fraction, a.data_seed);
+  auto& mine = splits[a.partition_index];
+  ct::ModelSpec spec{a.model, shared->example_shape, shared->num_classes};
+  auto trainer = ct::TorchTrainer::Create(spec, {shared, std::move(mine.train)}, {shared, std::move(mine.test)});
+  if (!trainer.ok()) return Fail(cmd, trainer.status());
+
+  client::ChannelTlsOptions tls{a.insecure, a.tls_ca, a.tls_cert, a.tls_key, a.tls_server_name};
+  client::ChannelOptions copts;
+  copts.retry.max_attempts = a.connect_attempts;
+  auto channel = client::GrpcCoordinatorChannel::Create(a.coordinator, tls, copts);
+  if (!channel.ok()) return Fail(cmd, channel.status());
+
+  client::ClientOptions options;
+  options.id = core::ClientId{a.id};
+  if (!a.save_uploads.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(a.save_uploads, ec);
+    if (ec) return Fail(cmd, absl::PermissionDeniedError(StrCat("cannot create ", a.save_uploads)));
+    options.on_upload = [dir = a.save_uploads](const core::TrainResult& r) {
+      std::map<std::string, std::string> meta = {{"run_id", r.ref.run_id},
+                                                 {"round", std::to_string(r.ref.round)},
+                                                 {"task_id", r.ref.task_id},
+                                                 {"num_examples", std::to_string(r.num_examples)}};
+      auto path = std::filesystem::path(dir) / StrCat("round_", r.ref.round, ".safetensors");
+      if (auto s = core::WriteSafetensorsFile(path.string(), r.weights, meta); !s.ok()) {
+        core::Logger("client")->error("cannot keep a copy of the upload: {}", std::string(s.message()));
+      }
+    };
+  }
+  ct::ConfigureTorchThreads(1);
+  client::ClientRuntime runtime(options, channel->get(), trainer->get());
+  absl::Status s = runtime.Run(&g_stop);
+  if (!s.ok()) {
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+      return Fail(cmd, absl::UnavailableError(StrCat("cannot reach the coordinator at ", a.coordinator, ": ", s.message())));
+    }
+    return Fail(cmd, s);
+  }
+  std::printf("tessera client '%s': run finished after %d rounds\n", a.id.c_str(), runtime.tasks_done());
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera::cli
+
+int main(int argc, char** argv) {
+  using namespace tessera::cli;
+  KeepFreedMemory();
+  BlockStopSignals();
+  CLI::App app{"Tessera: federated learning with secure aggregation, personalized serving and simulation"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tessera 0.1.0");
+  SimulateArgs sim;
+  CoordinatorArgs coord;
+  ClientArgs cl;
+  AddSimulate(app, &sim);
+  AddCoordinator(app, &coord);
+  AddClient(app, &cl);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "tessera: " << e.what() << " (see tessera --help)\n";
+    return kExitUsage;
+  }
+  try {
+    if (auto* s = app.get_subcommand("simulate"); s->parsed()) return RunSimulate(s, sim);
+    if (auto* s = app.get_subcommand("coordinator"); s->parsed()) return RunCoordinator(s, coord);
+    if (auto* s = app.get_subcommand("client"); s->parsed()) return RunClient(s, cl);
+  } catch (const std::exception& e) {  // a bug: still one line, never a stack trace
+    std::cerr << "tessera: internal error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+  return kExitUsage;
+}

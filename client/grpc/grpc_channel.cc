@@ -1,0 +1,189 @@
+#include "client/grpc/grpc_channel.h"
+
+#include <random>
+#include <thread>
+
+#include "core/chunking.h"
+#include "core/file_io.h"
+#include "core/logging.h"
+#include "core/proto_convert.h"
+#include "core/sha256.h"
+#include "core/strings.h"
+
+namespace tessera::client {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GrpcCoordinatorChannel>> GrpcCoordinatorChannel::Create(const std::string& target,
+                                                                                      const ChannelTlsOptions& tls,
+                                                                                      ChannelOptions options) {
+  if (target.empty()) return absl::InvalidArgumentError("coordinator address is empty");
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  grpc::ChannelArguments args;
+  if (tls.insecure) {
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions ssl;
+    if (!tls.ca_file.empty()) {
+      auto ca = core::ReadFile(tls.ca_file);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (!tls.cert_file.empty() || !tls.key_file.empty()) {
+      auto cert = core::ReadFile(tls.cert_file);
+      auto key = core::ReadFile(tls.key_file);
+      if (!cert.ok()) return cert.status();
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    creds = grpc::SslCredentials(ssl);
+    if (!tls.server_name_override.empty()) args.SetSslTargetNameOverride(tls.server_name_override);
+  }
+  args.SetMaxReceiveMessageSize(static_cast<int>(options.chunk_bytes + (1 << 20)));
+  args.SetMaxSendMessageSize(static_cast<int>(options.chunk_bytes + (1 << 20)));
+  auto channel = grpc::CreateCustomChannel(target, creds, args);
+  return std::unique_ptr<GrpcCoordinatorChannel>(new GrpcCoordinatorChannel(std::move(channel), options, target));
+}
+
+GrpcCoordinatorChannel::GrpcCoordinatorChannel(std::shared_ptr<grpc::Channel> channel, ChannelOptions options,
+                                               std::string target)
+    : channel_(std::move(channel)),
+      stub_(v1::Coordinator::NewStub(channel_)),
+      options_(options),
+      target_(std::move(target)) {}
+
+absl::Status GrpcCoordinatorChannel::WithRetry(const char* what, const std::function<absl::Status()>& attempt) {
+  Backoff backoff(options_.retry, std::random_device{}());
+  for (;;) {
+    absl::Status s = attempt();
+    if (s.ok() || !IsRetryable(s)) return s;
+    absl::Duration delay = backoff.Next();
+    if (delay == absl::InfiniteDuration()) {
+      return absl::Status(s.code(), core::StrCat(what, " to ", target_, " failed after ", backoff.attempts(),
+                                                 " attempts: ", s.message()));
+    }
+    core::Logger("client")->debug("{} failed ({}); retrying in {}", what, std::string(s.message()),
+                                  absl::FormatDuration(delay));
+    std::this_thread::sleep_for(absl::ToChronoNanoseconds(delay));
+  }
+}
+
+absl::StatusOr<core::RegisterReply> GrpcCoordinatorChannel::Register(
+    const core::ClientId& client, const std::map<std::string, std::string>& properties) {
+  v1::RegisterRequest req;
+  req.set_client_id(client.value);
+  req.mutable_properties()->insert(properties.begin(), properties.end());
+  v1::RegisterResponse resp;
+  absl::Status s = WithRetry("Register", [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, options_.rpc_timeout);
+    ctx.set_wait_for_ready(false);
+    return FromGrpc(stub_->Register(&ctx, req, &resp));
+  });
+  if (!s.ok()) return s;
+  return core::RegisterReply{resp.run_id(), absl::Milliseconds(resp.heartbeat_interval_ms())};
+}
+
+absl::Status GrpcCoordinatorChannel::Heartbeat(const core::ClientId& client) {
+  v1::HeartbeatRequest req;
+  req.set_client_id(client.value);
+  v1::HeartbeatResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.rpc_timeout);
+  return FromGrpc(stub_->Heartbeat(&ctx, req, &resp));  // the next beat is the retry
+}
+
+absl::StatusOr<core::PullTaskReply> GrpcCoordinatorChannel::PullTask(const core::ClientId& client,
+                                                                     absl::Duration max_wait) {
+  v1::PullTaskRequest req;
+  req.set_client_id(client.value);
+  req.set_max_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(max_wait)));
+  v1::PullTaskResponse resp;
+  absl::Status s = WithRetry("PullTask", [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, max_wait + options_.rpc_timeout);
+    return FromGrpc(stub_->PullTask(&ctx, req, &resp));
+  });
+  if (!s.ok()) return s;
+  core::PullTaskReply reply;
+  if (resp.has_task()) reply.task = core::FromProto(resp.task());
+  reply.run_finished = resp.run_finished();
+  reply.retry_after = absl::Milliseconds(resp.retry_after_ms());
+  return reply;
+}
+
+absl::StatusOr<core::ModelWeights> GrpcCoordinatorChannel::DownloadModel(const core::ClientId& client,
+                                                                         const core::TrainTask& task) {
+  auto assembler = core::ChunkAssembler::Begin(task.model_bytes, task.model_sha256, options_.max_model_bytes);
+  if (!assembler.ok()) return assembler.status();
+  absl::Status s = WithRetry("DownloadModel", [&]() -> absl::Status {
+    v1::DownloadModelRequest req;
+    req.set_client_id(client.value);
+    core::ToProto(task.ref, req.mutable_ref());
+    req.set_offset(assembler->received());  // resume where the last attempt stopped
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, options_.transfer_timeout);
+    auto reader = stub_->DownloadModel(&ctx, req);
+    v1::ModelChunk chunk;
+    while (reader->Read(&chunk)) {
+      if (chunk.total_bytes() != task.model_bytes) {
+        ctx.TryCancel();
+        reader->Finish().ok();
+        return absl::DataLossError("model size differs from the task's");
+      }
+      if (absl::Status a = assembler->Add(chunk.offset(), chunk.data()); !a.ok()) {
+        ctx.TryCancel();
+        reader->Finish().ok();
+        return a;
+      }
+    }
+    return FromGrpc(reader->Finish());
+  });
+  if (!s.ok()) return s;
+  auto blob = std::move(*assembler).Finish();
+  if (!blob.ok()) return blob.status();
+  return core::ParseModel(*blob);
+}
+
+absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core::ClientId& client,
+                                                                     const core::TrainResult& result) {
+  const std::string blob = core::SerializeModel(result.weights);
+  v1::UploadChunk header;
+  auto* h = header.mutable_header();
+  h->set_client_id(client.value);
+  core::ToProto(result.ref, h->mutable_ref());
+  h->set_num_examples(result.num_examples);
+  h->mutable_metrics()->insert(result.metrics.begin(), result.metrics.end());
+  h->set_total_bytes(blob.size());
+  h->set_sha256(core::Sha256Digest(blob));
+  v1::UploadResponse resp;
+  v1::UploadChunk chunk;
+  absl::Status s = WithRetry("UploadResult", [&]() -> absl::Status {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, options_.transfer_timeout);
+    auto writer = stub_->UploadResult(&ctx, &resp);
+    bool ok = writer->Write(header);
+    for (const auto& range : core::SplitIntoChunks(blob.size(), options_.chunk_bytes)) {
+      if (!ok) break;
+      chunk.set_data(blob.data() + range.offset, range.size);
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    return FromGrpc(writer->Finish());
+  });
+  if (!s.ok()) return s;
+  return core::UploadAck{resp.duplicate(), resp.accepted_round()};
+}
+
+}  // namespace tessera::client

@@ -1,0 +1,250 @@
+#include "coordinator/coordinator.h"
+
+#include "core/logging.h"
+#include "core/status.h"
+#include "core/strings.h"
+
+namespace tessera::coordinator {
+
+using core::ClientId;
+
+// The deployment's ClientSender: a box per client holding its task of the open round.
+class Coordinator::Mailbox final : public ClientSender {
+ public:
+  explicit Mailbox(ClientSender* extra) : extra_(extra) {}
+  void SendTask(const ClientId& client, const core::TrainTask& task) override {
+    boxes_[client] = task;
+    if (extra_) extra_->SendTask(client, task);
+  }
+  void EndRound(core::RoundNumber round) override {
+    boxes_.clear();
+    if (extra_) extra_->EndRound(round);
+  }
+  const core::TrainTask* Peek(const ClientId& client) const {
+    auto it = boxes_.find(client);
+    return it == boxes_.end() ? nullptr : &it->second;
+  }
+  void Remove(const ClientId& client) { boxes_.erase(client); }
+
+ private:
+  ClientSender* extra_;
+  std::map<ClientId, core::TrainTask> boxes_;
+};
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
+                                                                  std::unique_ptr<Strategy> strategy,
+                                                                  core::ModelWeights initial_model,
+                                                                  CoordinatorDeps deps) {
+  if (!strategy) return absl::InvalidArgumentError("a strategy is required");
+  if (initial_model.tensors.empty()) return absl::InvalidArgumentError("the initial model has no tensors");
+  TESSERA_RETURN_IF_ERROR(initial_model.CheckFinite());
+  if (!deps.clock) deps.clock = core::RealClock::Get();
+  std::unique_ptr<Coordinator> c(new Coordinator(options, std::move(strategy), deps));
+  TESSERA_ASSIGN_OR_RETURN(c->store_,
+                           ModelStore::Create(options.model_dir, std::move(initial_model), options.round.run_id));
+  RoundDeps rd;
+  rd.strategy = c->strategy_.get();
+  rd.store = c->store_.get();
+  rd.registry = &c->registry_;
+  rd.sender = c->mailbox_.get();
+  rd.clock = deps.clock;
+  rd.evaluator = deps.evaluator;
+  rd.observer = deps.observer;
+  TESSERA_ASSIGN_OR_RETURN(c->rounds_, RoundStateMachine::Create(options.round, rd));
+  return c;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> strategy, CoordinatorDeps deps)
+    : options_(std::move(options)),
+      deps_(deps),
+      strategy_(std::move(strategy)),
+      mailbox_(std::make_unique<Mailbox>(deps.extra_sender)),
+      registry_(options_.liveness_timeout) {}
+
+Coordinator::~Coordinator() {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, w] : waiters_) {
+      completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
+    }
+    waiters_.clear();
+  }
+  RunAll(completions);
+}
+
+void Coordinator::RunAll(std::vector<Completion>& completions) {
+  for (auto& c : completions) c();
+  completions.clear();
+}
+
+absl::StatusOr<core::RegisterReply> Coordinator::Register(const ClientId& client,
+                                                          std::map<std::string, std::string> properties) {
+  if (client.value.empty()) return absl::InvalidArgumentError("client id must not be empty");
+  if (client.value.size() > 256) return absl::InvalidArgumentError("client id longer than 256 bytes");
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    if (registry_.Register(client, std::move(properties), deps_.clock->Now())) {
+      core::Logger("coordinator")->info("client '{}' registered ({} known)", client.value, registry_.size());
+    }
+    TESSERA_RETURN_IF_ERROR(rounds_->MaybeStartRound());
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
+  return core::RegisterReply{options_.round.run_id, options_.heartbeat_interval};
+}
+
+absl::Status Coordinator::Heartbeat(const ClientId& client) {
+  std::lock_guard lock(mu_);
+  return registry_.Touch(client, deps_.clock->Now());
+}
+
+core::PullTaskReply Coordinator::ReplyFor(const ClientId& client) const {
+  core::PullTaskReply reply;
+  reply.retry_after = absl::Milliseconds(500);
+  if (rounds_->phase() == RoundPhase::kFinished) {
+    reply.run_finished = true;
+  } else if (const core::TrainTask* task = mailbox_->Peek(client)) {
+    reply.task = *task;
+  }
+  return reply;
+}
+
+void Coordinator::PullTask(const ClientId& client, absl::Duration max_wait, PullCallback done) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    const absl::Time now = deps_.clock->Now();
+    if (absl::Status s = registry_.Touch(client, now); !s.ok()) {
+      completions.push_back([done = std::move(done), s] { done(s); });
+    } else {
+      if (auto old = waiters_.find(client); old != waiters_.end()) {
+        completions.push_back([d = std::move(old->second.done)] { d(core::PullTaskReply{}); });
+        waiters_.erase(old);
+      }
+      core::PullTaskReply reply = ReplyFor(client);
+      if (reply.task || reply.run_finished || max_wait <= absl::ZeroDuration() || released_) {
+        completions.push_back([done = std::move(done), reply] { done(reply); });
+      } else {
+        waiters_[client] = Waiter{now + std::min(max_wait, options_.max_poll_wait), std::move(done)};
+      }
+    }
+  }
+  RunAll(completions);
+}
+
+void Coordinator::CollectReadyWaiters(std::vector<Completion>& out) {
+  const absl::Time now = deps_.clock->Now();
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    core::PullTaskReply reply = ReplyFor(it->first);
+    if (reply.task || reply.run_finished || now >= it->second.deadline) {
+      out.push_back([done = std::move(it->second.done), reply] { done(reply); });
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (rounds_->phase() == RoundPhase::kFinished) finished_cv_.notify_all();
+}
+
+absl::StatusOr<std::shared_ptr<const ModelBlob>> Coordinator::ModelForTask(const ClientId& client,
+                                                                          const core::RoundRef& ref) {
+  std::lock_guard lock(mu_);
+  const core::TrainTask* task = rounds_->TaskFor(client);
+  if (task == nullptr || !(task->ref == ref)) {
+    return absl::NotFoundError(core::StrCat("client '", client.value, "' holds no task '", ref.task_id,
+                                            "' in the open round"));
+  }
+  auto blob = store_->Current();
+  if (blob->version != task->model_version) return absl::InternalError("task's model version is not current");
+  return blob;
+}
+
+absl::StatusOr<core::UploadAck> Coordinator::SubmitResult(const ClientId& client, core::TrainResult result) {
+  std::vector<Completion> completions;
+  absl::StatusOr<core::UploadAck> ack;
+  {
+    std::lock_guard lock(mu_);
+    registry_.Touch(client, deps_.clock->Now()).IgnoreError();  // a result is a sign of life
+    ack = rounds_->OnTrainResult(client, std::move(result));
+    mailbox_->Remove(client);
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
+  return ack;
+}
+
+void Coordinator::ReportFailure(const ClientId& client) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    mailbox_->Remove(client);
+    if (auto s = rounds_->OnClientDropped(client); !s.ok()) {
+      core::Logger("coordinator")->error("closing round: {}", std::string(s.message()));
+    }
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
+}
+
+void Coordinator::Tick() {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    const absl::Time now = deps_.clock->Now();
+    for (const ClientId& gone : registry_.ExpireStale(now)) {
+      core::Logger("coordinator")->info("client '{}' dropped: silent for over {}", gone.value,
+                                        absl::FormatDuration(options_.liveness_timeout));
+      if (auto s = rounds_->OnClientDropped(gone); !s.ok()) {
+        core::Logger("coordinator")->error("closing round: {}", std::string(s.message()));
+      }
+    }
+    if (auto s = rounds_->OnTick(); !s.ok()) {
+      core::Logger("coordinator")->error("tick: {}", std::string(s.message()));
+    }
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
+}
+
+void Coordinator::ReleaseWaiters() {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    for (auto& [id, w] : waiters_) {
+      completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
+    }
+    waiters_.clear();
+  }
+  RunAll(completions);
+}
+
+bool Coordinator::finished() const {
+  std::lock_guard lock(mu_);
+  return rounds_->phase() == RoundPhase::kFinished;
+}
+
+bool Coordinator::WaitFinished(absl::Duration timeout) {
+  std::unique_lock lock(mu_);
+  return finished_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                               [this] { return rounds_->phase() == RoundPhase::kFinished; });
+}
+
+std::vector<RoundSummary> Coordinator::history() const {
+  std::lock_guard lock(mu_);
+  return rounds_->history();
+}
+
+RoundPhase Coordinator::phase() const {
+  std::lock_guard lock(mu_);
+  return rounds_->phase();
+}
+
+core::RoundNumber Coordinator::current_round() const {
+  std::lock_guard lock(mu_);
+  return rounds_->current_round();
+}
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,117 @@
+// Coordinator: the transport-facing facade of a federated run.
+//
+// Thread-safe: every entry point takes one mutex (mu_) around the registry and the round state
+// machine; callbacks (long-poll completions) run outside the lock. Transports (the gRPC service,
+// the simulator's in-memory channel) translate to these calls and nothing more.
+//
+// Tasks reach clients through a mailbox: the state machine's ClientSender puts a client's task
+// in its box and wakes the client's pending PullTask; an optional extra sender (the simulator's
+// scheduler) is told as well.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/client_registry.h"
+#include "coordinator/client_sender.h"
+#include "coordinator/model_store.h"
+#include "coordinator/round_state_machine.h"
+#include "coordinator/strategy.h"
+#include "core/clock.h"
+#include "core/federation.h"
+
+namespace tessera::coordinator {
+
+struct CoordinatorOptions {
+  RoundConfig round;
+  std::string model_dir;  // where model versions are written ("" = memory only)
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration liveness_timeout = absl::Seconds(30);  // a silent client is dropped after this
+  absl::Duration max_poll_wait = absl::Seconds(30);
+};
+
+struct CoordinatorDeps {
+  const core::Clock* clock = core::RealClock::Get();
+  Evaluator* evaluator = nullptr;      // optional
+  RoundObserver* observer = nullptr;   // optional; called under the lock
+  ClientSender* extra_sender = nullptr;  // optional; told of every task, under the lock
+};
+
+class Coordinator {
+ public:
+  using PullCallback = std::function<void(absl::StatusOr<core::PullTaskReply>)>;
+
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
+                                                             std::unique_ptr<Strategy> strategy,
+                                                             core::ModelWeights initial_model,
+                                                             CoordinatorDeps deps = {});
+  ~Coordinator();
+
+  // INVALID_ARGUMENT for an empty id.
+  absl::StatusOr<core::RegisterReply> Register(const core::ClientId& client,
+                                               std::map<std::string, std::string> properties);
+  // NOT_FOUND when the client must register (again).
+  absl::Status Heartbeat(const core::ClientId& client);
+  // Long poll: `done` is called (once, maybe on this thread) with the client's task as soon as it
+  // has one, or with no task after `max_wait` (capped by the options; 0 answers at once). A
+  // second poll of the same client answers the first one with no task.
+  void PullTask(const core::ClientId& client, absl::Duration max_wait, PullCallback done);
+  // The global model a task is for. NOT_FOUND when the client holds no such task now.
+  absl::StatusOr<std::shared_ptr<const ModelBlob>> ModelForTask(const core::ClientId& client,
+                                                               const core::RoundRef& ref);
+  absl::StatusOr<core::UploadAck> SubmitResult(const core::ClientId& client, core::TrainResult result);
+  // The transport knows `client` failed its task (a broken stream, a crashed virtual client):
+  // the open round counts it as dropped instead of waiting for its deadline.
+  void ReportFailure(const core::ClientId& client);
+
+  // Expires silent clients, answers timed-out polls, closes rounds at their deadline.
+  // Servers call it periodically; the simulator after every event it drives.
+  void Tick();
+  // Answers every pending long poll with UNAVAILABLE, and every later one at once: called
+  // before a transport shuts down so that no poll outlives it.
+  void ReleaseWaiters();
+
+  bool finished() const;
+  // Blocks until the run is finished or `timeout` passes; true if finished.
+  bool WaitFinished(absl::Duration timeout);
+  std::vector<RoundSummary> history() const;
+  std::shared_ptr<const ModelBlob> global_model() const { return store_->Current(); }
+  const std::string& run_id() const { return options_.round.run_id; }
+  RoundPhase phase() const;
+  core::RoundNumber current_round() const;
+
+ private:
+  class Mailbox;
+  struct Waiter {
+    absl::Time deadline;
+    PullCallback done;
+  };
+  using Completion = std::function<void()>;
+
+  Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> strategy, CoordinatorDeps deps);
+  // Answers waiters whose client now has a task (or the run finished). Requires mu_.
+  void CollectReadyWaiters(std::vector<Completion>& out);
+  core::PullTaskReply ReplyFor(const core::ClientId& client) const;  // requires mu_
+  static void RunAll(std::vector<Completion>& completions);
+
+  const CoordinatorOptions options_;
+  const CoordinatorDeps deps_;
+  std::unique_ptr<Strategy> strategy_;
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<Mailbox> mailbox_;
+
+  mutable std::mutex mu_;
+  std::condition_variable finished_cv_;
+  ClientRegistry registry_;                        // GUARDED_BY(mu_)
+  std::unique_ptr<RoundStateMachine> rounds_;      // GUARDED_BY(mu_)
+  std::map<core::ClientId, Waiter> waiters_;       // GUARDED_BY(mu_)
+  bool released_ = false;                          // GUARDED_BY(mu_)
+};
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,309 @@
+#include "coordinator/grpc/coordinator_service.h"
+
+#include "core/chunking.h"
+#include "core/file_io.h"
+#include "core/logging.h"
+#include "core/proto_convert.h"
+#include "core/strings.h"
+
+namespace tessera::coordinator {
+
+using core::StrCat;
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+CoordinatorService::CoordinatorService(Coordinator* coordinator, ServiceOptions options)
+    : coordinator_(coordinator), options_(options) {}
+
+absl::StatusOr<core::ClientId> CoordinatorService::PeerClientId(const grpc::CallbackServerContext& ctx,
+                                                                 const std::string& claimed) {
+  if (claimed.empty()) return absl::InvalidArgumentError("client_id is required");
+  auto auth = ctx.auth_context();
+  if (auth && auth->IsPeerAuthenticated()) {
+    for (const auto& identity : auth->GetPeerIdentity()) {
+      if (std::string(identity.data(), identity.size()) == claimed) return core::ClientId{claimed};
+    }
+    return absl::PermissionDeniedError(StrCat("client_id '", claimed, "' does not match the peer certificate"));
+  }
+  return core::ClientId{claimed};
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerContext* ctx,
+                                                       const v1::RegisterRequest* req, v1::RegisterResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = PeerClientId(*ctx, req->client_id());
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  std::map<std::string, std::string> props(req->properties().begin(), req->properties().end());
+  auto reply = coordinator_->Register(*id, std::move(props));
+  if (reply.ok()) {
+    resp->set_run_id(reply->run_id);
+    resp->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(reply->heartbeat_interval));
+  }
+  reactor->Finish(ToGrpcStatus(reply.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                        const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = PeerClientId(*ctx, req->client_id());
+  absl::Status s = id.ok() ? coordinator_->Heartbeat(*id) : id.status();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::PullTask(grpc::CallbackServerContext* ctx,
+                                                       const v1::PullTaskRequest* req, v1::PullTaskResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = PeerClientId(*ctx, req->client_id());
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  // Answer a little before the caller's own deadline so that the reply is not lost to it.
+  absl::Duration wait = absl::Milliseconds(req->max_wait_ms());
+  const auto client_deadline = absl::FromChrono(ctx->deadline());
+  if (client_deadline != absl::InfiniteFuture()) {
+    wait = std::min(wait, client_deadline - absl::Now() - absl::Milliseconds(200));
+  }
+  coordinator_->PullTask(*id, wait, [reactor, resp](absl::StatusOr<core::PullTaskReply> reply) {
+    if (reply.ok()) {
+      if (reply->task) core::ToProto(*reply->task, resp->mutable_task());
+      resp->set_run_finished(reply->run_finished);
+      resp->set_retry_after_ms(absl::ToInt64Milliseconds(reply->retry_after));
+    }
+    reactor->Finish(ToGrpcStatus(reply.status()));
+  });
+  return reactor;
+}
+
+namespace {
+
+class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
+ public:
+  DownloadReactor(std::shared_ptr<const ModelBlob> blob, uint64_t offset, size_t chunk_bytes)
+      : blob_(std::move(blob)), offset_(offset), chunk_bytes_(chunk_bytes) {
+    NextWrite();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download stream broken"));
+      return;
+    }
+    NextWrite();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void NextWrite() {
+    const uint64_t total = blob_->serialized.size();
+    if (offset_ >= total && (offset_ > 0 || sent_any_)) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const uint64_t n = std::min<uint64_t>(chunk_bytes_, total - offset_);
+    chunk_.set_offset(offset_);
+    chunk_.set_data(blob_->serialized.data() + offset_, n);
+    chunk_.set_total_bytes(total);
+    if (!sent_any_) chunk_.set_sha256(blob_->sha256); else chunk_.clear_sha256();
+    offset_ += n;
+    sent_any_ = true;
+    StartWrite(&chunk_);
+  }
+
+  std::shared_ptr<const ModelBlob> blob_;
+  uint64_t offset_;
+  size_t chunk_bytes_;
+  bool sent_any_ = false;
+  v1::ModelChunk chunk_;
+};
+
+grpc::ServerWriteReactor<v1::ModelChunk>* FailedDownload(const absl::Status& s) {
+  class Failed final : public grpc::ServerWriteReactor<v1::ModelChunk> {
+   public:
+    explicit Failed(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+    void OnDone() override { delete this; }
+  };
+  return new Failed(s);
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::ModelChunk>* CoordinatorService::DownloadModel(grpc::CallbackServerContext* ctx,
+                                                                            const v1::DownloadModelRequest* req) {
+  auto id = PeerClientId(*ctx, req->client_id());
+  if (!id.ok()) return FailedDownload(id.status());
+  auto blob = coordinator_->ModelForTask(*id, core::FromProto(req->ref()));
+  if (!blob.ok()) return FailedDownload(blob.status());
+  if (req->offset() > (*blob)->serialized.size()) {
+    return FailedDownload(absl::OutOfRangeError("download offset beyond the end of the model"));
+  }
+  return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes);
+}
+
+// Reads a header, then the serialized model in order; submits the result when the stream ends.
+class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
+ public:
+  UploadReactor(CoordinatorService* service, grpc::CallbackServerContext* ctx, v1::UploadResponse* resp)
+      : service_(service), ctx_(ctx), resp_(resp) {
+    StartRead(&msg_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete();
+      return;
+    }
+    absl::Status s = header_seen_ ? OnData() : OnHeader();
+    if (!s.ok()) {
+      Fail(s);
+      return;
+    }
+    StartRead(&msg_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status OnHeader() {
+    if (msg_.part_case() != v1::UploadChunk::kHeader) {
+      return absl::InvalidArgumentError("an upload must start with its header");
+    }
+    header_seen_ = true;
+    header_ = std::move(*msg_.mutable_header());
+    auto id = PeerClientId(*ctx_, header_.client_id());
+    if (!id.ok()) return id.status();
+    client_ = *id;
+    const uint64_t limit =
+        service_->coordinator_->global_model()->serialized.size() + service_->options_.upload_slack_bytes;
+    auto assembler = core::ChunkAssembler::Begin(header_.total_bytes(), header_.sha256(), limit);
+    if (!assembler.ok()) return assembler.status();
+    assembler_.emplace(*std::move(assembler));
+    return absl::OkStatus();
+  }
+  absl::Status OnData() {
+    if (msg_.part_case() != v1::UploadChunk::kData) return absl::InvalidArgumentError("a second upload header");
+    return assembler_->Append(msg_.data());
+  }
+  void Complete() {
+    if (!header_seen_) {
+      Fail(absl::InvalidArgumentError("empty upload"));
+      return;
+    }
+    auto blob = std::move(*assembler_).Finish();
+    if (!blob.ok()) {
+      Fail(blob.status());
+      return;
+    }
+    auto weights = core::ParseModel(*blob);
+    if (!weights.ok()) {
+      Fail(weights.status());
+      return;
+    }
+    core::TrainResult result;
+    result.ref = core::FromProto(header_.ref());
+    result.num_examples = header_.num_examples();
+    result.metrics.insert(header_.metrics().begin(), header_.metrics().end());
+    result.weights = *std::move(weights);
+    auto ack = service_->coordinator_->SubmitResult(client_, std::move(result));
+    if (!ack.ok()) {
+      Fail(ack.status());
+      return;
+    }
+    resp_->set_duplicate(ack->duplicate);
+    resp_->set_accepted_round(ack->accepted_round);
+    Finish(grpc::Status::OK);
+  }
+  void Fail(const absl::Status& s) {
+    core::Logger("coordinator")->warn("upload from '{}' refused: {}", client_.value, std::string(s.message()));
+    Finish(ToGrpcStatus(s));
+  }
+
+  CoordinatorService* service_;
+  grpc::CallbackServerContext* ctx_;
+  v1::UploadResponse* resp_;
+  v1::UploadChunk msg_;
+  bool header_seen_ = false;
+  v1::UploadHeader header_;
+  core::ClientId client_;
+  std::optional<core::ChunkAssembler> assembler_;
+};
+
+grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc::CallbackServerContext* ctx,
+                                                                          v1::UploadResponse* resp) {
+  return new UploadReactor(this, ctx, resp);
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coordinator* coordinator,
+                                                                            const std::string& address,
+                                                                            const ServerTlsOptions& tls,
+                                                                            ServiceOptions options) {
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (tls.insecure) {
+    creds = grpc::InsecureServerCredentials();
+  } else {
+    if (tls.cert_file.empty() || tls.key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "TLS is the default: give a certificate and key (--tls-cert, --tls-key), or --insecure for local experiments");
+    }
+    grpc::SslServerCredentialsOptions ssl(tls.client_ca_file.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    auto cert = core::ReadFile(tls.cert_file);
+    auto key = core::ReadFile(tls.key_file);
+    if (!cert.ok()) return cert.status();
+    if (!key.ok()) return key.status();
+    pair.cert_chain = *cert;
+    pair.private_key = *key;
+    ssl.pem_key_cert_pairs.push_back(pair);
+    if (!tls.client_ca_file.empty()) {
+      auto ca = core::ReadFile(tls.client_ca_file);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->coordinator_ = coordinator;
+  server->service_ = std::make_unique<CoordinatorService>(coordinator, options);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, creds, &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.chunk_bytes + (1 << 20)));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.chunk_bytes + (1 << 20)));
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0) {
+    return absl::UnavailableError(StrCat("cannot listen on ", address));
+  }
+  server->ticker_ = std::thread([s = server.get()] {
+    std::unique_lock lock(s->mu_);
+    while (!s->cv_.wait_for(lock, std::chrono::milliseconds(100), [s] { return s->stopping_; })) {
+      lock.unlock();
+      s->coordinator_->Tick();
+      lock.lock();
+    }
+  });
+  return server;
+}
+
+void CoordinatorServer::Shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (ticker_.joinable()) ticker_.join();
+  coordinator_->ReleaseWaiters();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+}  // namespace tessera::coordinator

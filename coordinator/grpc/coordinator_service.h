@@ -1,0 +1,82 @@
+// CoordinatorService: the gRPC face of a Coordinator (callback API). It only translates:
+// proto -> core, call the Coordinator, absl::Status -> grpc::Status. No handler blocks: long
+// polls complete from the coordinator's callback, downloads and uploads are reactors.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "coordinator/coordinator.h"
+#include "tessera/v1/tessera.grpc.pb.h"
+
+namespace tessera::coordinator {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+struct ServiceOptions {
+  size_t chunk_bytes = size_t{1} << 20;
+  // An upload may exceed the global model's serialized size by at most this much.
+  uint64_t upload_slack_bytes = uint64_t{1} << 20;
+};
+
+class CoordinatorService final : public v1::Coordinator::CallbackService {
+ public:
+  // `coordinator` is borrowed and must outlive the service.
+  CoordinatorService(Coordinator* coordinator, ServiceOptions options = {});
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
+                                     v1::RegisterResponse* resp) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) override;
+  grpc::ServerUnaryReactor* PullTask(grpc::CallbackServerContext* ctx, const v1::PullTaskRequest* req,
+                                     v1::PullTaskResponse* resp) override;
+  grpc::ServerWriteReactor<v1::ModelChunk>* DownloadModel(grpc::CallbackServerContext* ctx,
+                                                          const v1::DownloadModelRequest* req) override;
+  grpc::ServerReadReactor<v1::UploadChunk>* UploadResult(grpc::CallbackServerContext* ctx,
+                                                         v1::UploadResponse* resp) override;
+
+  // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
+  // certificate's identity (PERMISSION_DENIED otherwise).
+  static absl::StatusOr<core::ClientId> PeerClientId(const grpc::CallbackServerContext& ctx,
+                                                     const std::string& claimed);
+
+ private:
+  class UploadReactor;
+  Coordinator* coordinator_;
+  ServiceOptions options_;
+};
+
+// TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).
+struct ServerTlsOptions {
+  bool insecure = false;
+  std::string cert_file;       // PEM
+  std::string key_file;        // PEM
+  std::string client_ca_file;  // PEM; when set, clients must present a certificate it signed
+};
+
+// A running gRPC server for a Coordinator, with a ticker thread. Shutdown releases pending polls.
+class CoordinatorServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(Coordinator* coordinator,
+                                                                  const std::string& address,
+                                                                  const ServerTlsOptions& tls,
+                                                                  ServiceOptions options = {});
+  ~CoordinatorServer();
+  int port() const { return port_; }
+  void Shutdown();
+
+ private:
+  CoordinatorServer() = default;
+  Coordinator* coordinator_ = nullptr;
+  std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread ticker_;
+};
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,47 @@
+#include "coordinator/strategy.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "aggregation/fedavg.h"
+#include "core/strings.h"
+
+namespace tessera::coordinator {
+
+absl::StatusOr<std::unique_ptr<FedAvgStrategy>> FedAvgStrategy::Create(const FedAvgOptions& options) {
+  if (!(options.fraction > 0.0 && options.fraction <= 1.0)) {
+    return absl::InvalidArgumentError(core::StrCat("fraction must be in (0, 1], got ", options.fraction));
+  }
+  if (options.min_fit_clients < 1 || options.min_available_clients < 1) {
+    return absl::InvalidArgumentError("min_fit_clients and min_available_clients must be at least 1");
+  }
+  if (options.train.local_epochs < 1 || options.train.batch_size < 1 || !(options.train.learning_rate > 0)) {
+    return absl::InvalidArgumentError("local_epochs, batch_size and learning rate must be positive");
+  }
+  return std::unique_ptr<FedAvgStrategy>(new FedAvgStrategy(options));
+}
+
+int FedAvgStrategy::MinAvailableClients() const {
+  return std::max(options_.min_available_clients, options_.min_fit_clients);
+}
+
+std::vector<core::ClientId> FedAvgStrategy::SampleClients(const std::vector<core::ClientId>& available,
+                                                          core::RoundNumber round, core::Rng& rng) {
+  const int n = static_cast<int>(available.size());
+  if (n < MinAvailableClients()) return {};
+  int k = static_cast<int>(std::ceil(options_.fraction * n - 1e-9));
+  k = std::clamp(std::max(k, options_.min_fit_clients), 1, n);
+  // Partial Fisher-Yates: the first k of a uniform shuffle.
+  std::vector<core::ClientId> pool = available;
+  for (int i = 0; i < k; ++i) {
+    std::swap(pool[i], pool[i + rng.Uniform(n - i)]);
+  }
+  pool.resize(k);
+  return pool;
+}
+
+std::unique_ptr<aggregation::Aggregator> FedAvgStrategy::MakeAggregator(const core::ModelWeights& global) {
+  return std::make_unique<aggregation::FedAvgAggregator>(global);
+}
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,70 @@
+// Strategy (after Flower): configures a round (which clients, what they do) and turns the
+// round's aggregate into the next global model.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aggregation/aggregator.h"
+#include "core/federation.h"
+#include "core/ids.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace tessera::coordinator {
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string name() const = 0;
+
+  // The clients to train in `round`, drawn from `available` (sorted) with `rng`.
+  // Empty when too few are available.
+  virtual std::vector<core::ClientId> SampleClients(const std::vector<core::ClientId>& available,
+                                                    core::RoundNumber round, core::Rng& rng) = 0;
+  // The least number of available clients a round needs to open.
+  virtual int MinAvailableClients() const = 0;
+
+  virtual core::TrainConfig ConfigureTrain(core::RoundNumber round) = 0;
+
+  // A fresh streaming aggregator whose layout is the global model's.
+  virtual std::unique_ptr<aggregation::Aggregator> MakeAggregator(const core::ModelWeights& global) = 0;
+
+  // The next global model from the current one and the round's aggregate.
+  virtual absl::StatusOr<core::ModelWeights> NextGlobalModel(const core::ModelWeights& global,
+                                                             core::ModelWeights aggregate) = 0;
+};
+
+struct FedAvgOptions {
+  double fraction = 0.1;       // of the available clients, sampled per round
+  int min_fit_clients = 1;     // sample at least this many
+  int min_available_clients = 1;
+  core::TrainConfig train;
+};
+
+// FedAvg (McMahan et al. 2017): sample max(min_fit, ceil(fraction * available)) clients, average
+// their weights weighted by num_examples; the average is the next global model.
+class FedAvgStrategy final : public Strategy {
+ public:
+  // INVALID_ARGUMENT for a fraction outside (0, 1] or non-positive counts.
+  static absl::StatusOr<std::unique_ptr<FedAvgStrategy>> Create(const FedAvgOptions& options);
+
+  std::string name() const override { return "fedavg"; }
+  std::vector<core::ClientId> SampleClients(const std::vector<core::ClientId>& available,
+                                            core::RoundNumber round, core::Rng& rng) override;
+  int MinAvailableClients() const override;
+  core::TrainConfig ConfigureTrain(core::RoundNumber round) override { return options_.train; }
+  std::unique_ptr<aggregation::Aggregator> MakeAggregator(const core::ModelWeights& global) override;
+  absl::StatusOr<core::ModelWeights> NextGlobalModel(const core::ModelWeights& global,
+                                                     core::ModelWeights aggregate) override {
+    return aggregate;
+  }
+
+ private:
+  explicit FedAvgStrategy(FedAvgOptions options) : options_(std::move(options)) {}
+  FedAvgOptions options_;
+};
+
+}  // namespace tessera::coordinator

@@ -1,0 +1,68 @@
+// The messages of a round as the cores see them (transport-free, no proto types).
+// Shared by coordinator/, client/ and simulations/.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/ids.h"
+#include "core/tensor.h"
+
+namespace tessera::core {
+
+using Metrics = std::map<std::string, double>;
+
+// Identifies one client's work in one round; results are idempotent by task_id.
+struct RoundRef {
+  std::string run_id;
+  RoundNumber round = 0;
+  std::string task_id;
+  bool operator==(const RoundRef&) const = default;
+};
+
+// What a client does locally in a round.
+struct TrainConfig {
+  int local_epochs = 1;
+  int batch_size = 10;
+  double learning_rate = 0.05;
+  uint64_t seed = 0;  // the client derives its shuffling stream from (seed, round, client)
+};
+
+struct TrainTask {
+  RoundRef ref;
+  ModelVersion model_version = 0;
+  uint64_t model_bytes = 0;   // size of the serialized model the download streams
+  std::string model_sha256;   // 32 raw bytes
+  TrainConfig config;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// A client's result: its locally trained weights, the examples it trained on, its metrics.
+struct TrainResult {
+  RoundRef ref;
+  int64_t num_examples = 0;
+  Metrics metrics;
+  ModelWeights weights;
+};
+
+struct RegisterReply {
+  std::string run_id;
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+};
+
+struct PullTaskReply {
+  std::optional<TrainTask> task;
+  bool run_finished = false;
+  absl::Duration retry_after = absl::Seconds(1);
+};
+
+struct UploadAck {
+  bool duplicate = false;  // accepted earlier; this acknowledges the first submission
+  RoundNumber accepted_round = 0;
+};
+
+}  // namespace tessera::core

@@ -1,0 +1,117 @@
+#include "core/proto_convert.h"
+
+#include <set>
+
+#include "core/strings.h"
+#include "absl/time/time.h"
+#include "core/status.h"
+
+namespace tessera::core {
+namespace {
+
+v1::DType ToProto(DType d) {
+  switch (d) {
+    case DType::kFloat32: return v1::DTYPE_FLOAT32;
+    case DType::kFloat64: return v1::DTYPE_FLOAT64;
+    case DType::kInt64: return v1::DTYPE_INT64;
+    case DType::kInt32: return v1::DTYPE_INT32;
+    case DType::kUInt8: return v1::DTYPE_UINT8;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<DType> FromProto(v1::DType d) {
+  switch (d) {
+    case v1::DTYPE_FLOAT32: return DType::kFloat32;
+    case v1::DTYPE_FLOAT64: return DType::kFloat64;
+    case v1::DTYPE_INT64: return DType::kInt64;
+    case v1::DTYPE_INT32: return DType::kInt32;
+    case v1::DTYPE_UINT8: return DType::kUInt8;
+    default: return absl::InvalidArgumentError(StrCat("unknown tensor dtype ", static_cast<int>(d)));
+  }
+}
+
+}  // namespace
+
+void ToProto(const ModelWeights& weights, v1::Model* out) {
+  out->clear_tensors();
+  for (const auto& t : weights.tensors) {
+    v1::Tensor* p = out->add_tensors();
+    p->set_name(t.name());
+    for (int64_t d : t.shape()) p->add_shape(d);
+    p->set_dtype(ToProto(t.dtype()));
+    p->set_data(reinterpret_cast<const char*>(t.bytes().data()), t.byte_size());
+  }
+}
+
+absl::StatusOr<ModelWeights> FromProto(const v1::Model& model) {
+  ModelWeights w;
+  w.tensors.reserve(model.tensors_size());
+  std::set<std::string_view> names;
+  for (const v1::Tensor& p : model.tensors()) {
+    if (p.name().empty()) return absl::InvalidArgumentError("tensor with an empty name");
+    if (!names.insert(p.name()).second) {
+      return absl::InvalidArgumentError(StrCat("duplicate tensor name '", p.name(), "'"));
+    }
+    TESSERA_ASSIGN_OR_RETURN(DType dtype, FromProto(p.dtype()));
+    std::vector<int64_t> shape(p.shape().begin(), p.shape().end());
+    TESSERA_ASSIGN_OR_RETURN(NamedTensor t, NamedTensor::FromBytes(p.name(), std::move(shape), dtype, p.data()));
+    w.tensors.push_back(std::move(t));
+  }
+  return w;
+}
+
+std::string SerializeModel(const ModelWeights& weights) {
+  v1::Model m;
+  ToProto(weights, &m);
+  return m.SerializeAsString();
+}
+
+absl::StatusOr<ModelWeights> ParseModel(std::string_view bytes) {
+  v1::Model m;
+  if (bytes.size() > INT32_MAX || !m.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InvalidArgumentError("model bytes do not parse as tessera.v1.Model");
+  }
+  return FromProto(m);
+}
+
+void ToProto(const RoundRef& ref, v1::RoundRef* out) {
+  out->set_run_id(ref.run_id);
+  out->set_round(ref.round);
+  out->set_task_id(ref.task_id);
+}
+
+RoundRef FromProto(const v1::RoundRef& ref) { return {ref.run_id(), ref.round(), ref.task_id()}; }
+
+void ToProto(const TrainConfig& c, v1::TrainConfig* out) {
+  out->set_local_epochs(c.local_epochs);
+  out->set_batch_size(c.batch_size);
+  out->set_learning_rate(c.learning_rate);
+  out->set_seed(c.seed);
+}
+
+TrainConfig FromProto(const v1::TrainConfig& c) {
+  return {static_cast<int>(c.local_epochs()), static_cast<int>(c.batch_size()), c.learning_rate(), c.seed()};
+}
+
+void ToProto(const TrainTask& task, v1::TrainTask* out) {
+  ToProto(task.ref, out->mutable_ref());
+  out->set_model_version(task.model_version);
+  out->set_model_bytes(task.model_bytes);
+  out->set_model_sha256(task.model_sha256);
+  ToProto(task.config, out->mutable_config());
+  out->set_deadline_unix_ms(task.deadline == absl::InfiniteFuture() ? 0 : absl::ToUnixMillis(task.deadline));
+}
+
+TrainTask FromProto(const v1::TrainTask& p) {
+  TrainTask t;
+  t.ref = FromProto(p.ref());
+  t.model_version = p.model_version();
+  t.model_bytes = p.model_bytes();
+  t.model_sha256 = p.model_sha256();
+  t.config = FromProto(p.config());
+  t.deadline = p.deadline_unix_ms() == 0 ? absl::InfiniteFuture() : absl::FromUnixMillis(p.deadline_unix_ms());
+  return t;
+}
+
+}  // namespace tessera::core

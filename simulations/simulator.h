@@ -1,0 +1,49 @@
+// Simulator: a whole federation in one process. A Coordinator and N virtual clients, each a
+// ClientRuntime over an InMemoryChannel with a TorchTrainer on its partition of the data.
+//
+// An idle virtual client is a descriptor (id + example indices); its trainer exists only while
+// it works on a task. Sampled clients train in parallel on a FIFO thread pool sized to the
+// cores, with one libtorch/BLAS thread each. Results are committed to the coordinator in sampling
+// order (a client waits for its turn to upload), so the float sum, and with it the whole run, is
+// reproducible to the bit for a seed whatever the thread schedule.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/round_state_machine.h"
+
+namespace tessera::simulations {
+
+struct SimulationOptions {
+  std::string dataset = "fashion-mnist";  // or "csv:PATH" (last column the label)
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  int num_clients = 100;
+  double fraction = 0.1;
+  int rounds = 10;
+  std::string model = "mlp";  // logreg | mlp | cnn | PATH.pt
+  std::string partition = "iid";
+  int local_epochs = 1;
+  int batch_size = 10;
+  double learning_rate = 0.05;
+  uint64_t seed = 1;
+  double client_test_fraction = 0.1;  // each client's local held-out split
+  int threads = 0;                    // 0: the machine's cores
+  bool server_eval = true;            // evaluate each global model on the test split
+  std::string output_dir;             // metrics.jsonl, summary.json, models/ ("" = none)
+  std::FILE* progress = stdout;       // a line per round (nullptr = quiet)
+};
+
+struct SimulationReport {
+  std::vector<coordinator::RoundSummary> rounds;
+  double wall_seconds = 0;
+};
+
+// INVALID_ARGUMENT for bad options, NOT_FOUND for missing data; otherwise runs every round.
+absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& options);
+
+// The options as a JSON object (for summary.json).
+std::string OptionsJson(const SimulationOptions& options);
+
+}  // namespace tessera::simulations
