@@ -24,6 +24,11 @@ class Coordinator::Mailbox final : public ClientSender {
     auto it = boxes_.find(client);
     return it == boxes_.end() ? nullptr : &it->second;
   }
+  // Removes the client's task if it is `task_id` (a newer round's task stays).
+  void RemoveTask(const ClientId& client, const std::string& task_id) {
+    auto it = boxes_.find(client);
+    if (it != boxes_.end() && it->second.ref.task_id == task_id) boxes_.erase(it);
+  }
   void Remove(const ClientId& client) { boxes_.erase(client); }
 
  private:
@@ -167,8 +172,10 @@ absl::StatusOr<core::UploadAck> Coordinator::SubmitResult(const ClientId& client
   {
     std::lock_guard lock(mu_);
     registry_.Touch(client, deps_.clock->Now()).IgnoreError();  // a result is a sign of life
+    // Take the answered task out of the box first: closing the round may open the next one
+    // and put the client's new task there.
+    mailbox_->RemoveTask(client, result.ref.task_id);
     ack = rounds_->OnTrainResult(client, std::move(result));
-    mailbox_->Remove(client);
     CollectReadyWaiters(completions);
   }
   RunAll(completions);
