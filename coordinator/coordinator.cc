@@ -172,10 +172,12 @@ absl::StatusOr<core::UploadAck> Coordinator::SubmitResult(const ClientId& client
   {
     std::lock_guard lock(mu_);
     registry_.Touch(client, deps_.clock->Now()).IgnoreError();  // a result is a sign of life
-    // Take the answered task out of the box first: closing the round may open the next one
-    // and put the client's new task there.
-    mailbox_->RemoveTask(client, result.ref.task_id);
+    const std::string task_id = result.ref.task_id;
     ack = rounds_->OnTrainResult(client, std::move(result));
+    // An accepted or rejected result answers its task. Only that task leaves the box: closing
+    // the round may already have put the client's next task there. A refused upload (wrong
+    // round, unknown task) leaves the client's task alone.
+    if (ack.ok() || absl::IsInvalidArgument(ack.status())) mailbox_->RemoveTask(client, task_id);
     CollectReadyWaiters(completions);
   }
   RunAll(completions);
@@ -201,6 +203,7 @@ void Coordinator::Tick() {
     std::lock_guard lock(mu_);
     const absl::Time now = deps_.clock->Now();
     for (const ClientId& gone : registry_.ExpireStale(now)) {
+      mailbox_->Remove(gone);  // counted as dropped: its task is void
       core::Logger("coordinator")->info("client '{}' dropped: silent for over {}", gone.value,
                                         absl::FormatDuration(options_.liveness_timeout));
       if (auto s = rounds_->OnClientDropped(gone); !s.ok()) {

@@ -46,7 +46,7 @@ absl::Status RoundStateMachine::MaybeStartRound() {
   answered_.clear();
   rejected_ = dropped_ = 0;
   metric_sums_.clear();
-  metric_weight_ = 0;
+  metric_weights_.clear();
   auto global = deps_.store->Current();
   aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
 
@@ -78,6 +78,11 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
   if (result.ref.run_id != config_.run_id) {
     return absl::FailedPreconditionError(StrCat("result for run '", result.ref.run_id, "', this run is '",
                                                 config_.run_id, "'"));
+  }
+  if (auto it = accepted_last_round_.find(result.ref.task_id); it != accepted_last_round_.end()) {
+    core::UploadAck ack = it->second;
+    ack.duplicate = true;
+    return ack;
   }
   if (phase_ != RoundPhase::kTraining || result.ref.round != round_) {
     return absl::FailedPreconditionError(StrCat("result for round ", result.ref.round, " discarded: ",
@@ -121,9 +126,10 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
     return s;
   }
   for (const auto& [name, value] : result.metrics) {
-    if (std::isfinite(value)) metric_sums_[name] += value * result.num_examples;
+    if (!std::isfinite(value)) continue;
+    metric_sums_[name] += value * result.num_examples;
+    metric_weights_[name] += result.num_examples;
   }
-  metric_weight_ += result.num_examples;
   answered_.insert(client);
   core::UploadAck ack{false, round_};
   accepted_.emplace(result.ref.task_id, ack);
@@ -179,7 +185,7 @@ absl::Status RoundStateMachine::CloseRound() {
   summary.reported = reported;
   summary.rejected = rejected_;
   summary.dropped = dropped_;
-  for (const auto& [name, sum] : metric_sums_) summary.client_metrics[name] = sum / metric_weight_;
+  for (const auto& [name, sum] : metric_sums_) summary.client_metrics[name] = sum / metric_weights_.at(name);
   std::shared_ptr<const core::ModelWeights> published;
   if (deps_.evaluator != nullptr) {
     const absl::Time e0 = deps_.clock->Now();
@@ -223,6 +229,8 @@ void RoundStateMachine::AbandonRound(std::string reason) {
 }
 
 void RoundStateMachine::FinishRound(RoundSummary summary) {
+  accepted_last_round_ = std::move(accepted_);
+  accepted_.clear();
   deps_.sender->EndRound(round_);
   tasks_.clear();
   phase_ = round_ >= config_.num_rounds ? RoundPhase::kFinished : RoundPhase::kWaitingForClients;

@@ -85,7 +85,8 @@ class RoundStateMachine {
 
   // Opens the next round if none is open and enough clients are available.
   absl::Status MaybeStartRound();
-  // A valid result is accepted once per task; a retry gets the first acknowledgement.
+  // A valid result is accepted once per task; a retry gets the first acknowledgement, also
+  // after its round closed (the upload that closes a round may have lost its reply).
   // FAILED_PRECONDITION: no round open, or the result belongs to another (older) round or run.
   // NOT_FOUND: no such task for this client in this round.
   // INVALID_ARGUMENT: num_examples out of (0, cap], wrong layout, NaN/Inf (counted as rejected).
@@ -118,12 +119,13 @@ class RoundStateMachine {
   absl::Time deadline_;
   std::map<core::ClientId, core::TrainTask> tasks_;  // sampled clients of the open round
   std::map<std::string, core::UploadAck> accepted_;  // by task id
+  std::map<std::string, core::UploadAck> accepted_last_round_;  // for retries across the close
   std::set<core::ClientId> answered_;                // reported, rejected or dropped
   int rejected_ = 0;
   int dropped_ = 0;
   std::unique_ptr<aggregation::Aggregator> aggregator_;
-  core::Metrics metric_sums_;  // sum of num_examples * metric
-  double metric_weight_ = 0;
+  core::Metrics metric_sums_;     // per metric: sum of num_examples * value
+  core::Metrics metric_weights_;  // per metric: sum of num_examples of the clients reporting it
   std::vector<RoundSummary> history_;
 };
 

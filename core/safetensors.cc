@@ -81,14 +81,21 @@ absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes) {
     }
     uint64_t begin = e["data_offsets"][0].get<uint64_t>();
     uint64_t end = e["data_offsets"][1].get<uint64_t>();
-    if (begin > end || end > data.size()) {
+    if (begin > end) {
+      return absl::InvalidArgumentError(StrCat("safetensors: data_offsets of '", it.key(), "' are reversed"));
+    }
+    if (end > data.size()) {
       return absl::DataLossError(StrCat("safetensors: data of '", it.key(), "' lies outside the file"));
     }
     TESSERA_ASSIGN_OR_RETURN(NamedTensor t, NamedTensor::FromBytes(it.key(), std::move(shape), dtype,
                                                                  data.substr(begin, end - begin)));
     entries.push_back({begin, end, std::move(t)});
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  // File order; a zero-size tensor sorts before a tensor that starts at the same offset, which is
+  // where the writer puts it.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
   for (size_t i = 1; i < entries.size(); ++i) {
     if (entries[i].begin < entries[i - 1].end) {
       return absl::InvalidArgumentError("safetensors: tensor data ranges overlap");

@@ -87,8 +87,8 @@ absl::StatusOr<Parts> PartitionShards(const client::Dataset& data, int num_clien
   return parts;
 }
 
-absl::StatusOr<Parts> PartitionDirichlet(const client::Dataset& data, int num_clients,
-                                         double alpha, uint64_t seed) {
+absl::StatusOr<Parts> PartitionDirichlet(const client::Dataset& data, int num_clients, double alpha,
+                                         uint64_t seed) {
   int64_t num_classes = data.num_classes;
   if (num_classes <= 0) {
     for (int64_t label : data.labels) num_classes = std::max(num_classes, label + 1);
@@ -97,8 +97,8 @@ absl::StatusOr<Parts> PartitionDirichlet(const client::Dataset& data, int num_cl
   for (int64_t i = 0; i < data.size(); ++i) {
     const int64_t label = data.labels[i];
     if (label < 0 || label >= num_classes) {
-      return absl::InvalidArgumentError(StrCat("label ", label, " of example ", i,
-                                               " is out of range [0, ", num_classes, ")"));
+      return absl::InvalidArgumentError(
+          StrCat("label ", label, " of example ", i, " is out of range [0, ", num_classes, ")"));
     }
     by_class[label].push_back(i);
   }
@@ -130,8 +130,8 @@ absl::StatusOr<Parts> PartitionDirichlet(const client::Dataset& data, int num_cl
       const int64_t end =
           k + 1 == num_clients
               ? m
-              : std::clamp<int64_t>(static_cast<int64_t>(std::floor(cumulative / total * m)),
-                                    begin, m);
+              : std::clamp<int64_t>(static_cast<int64_t>(std::floor(cumulative / total * m)), begin,
+                                    m);
       parts[k].insert(parts[k].end(), members.begin() + begin, members.begin() + end);
       begin = end;
     }

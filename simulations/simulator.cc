@@ -77,7 +77,9 @@ class Scheduler final : public coordinator::ClientSender {
         status = trainer.status();
       } else {
         InMemoryChannel channel(coordinator_, [this, seq] { WaitTurn(seq); });
-        client::ClientRuntime runtime({.id = vc.id}, &channel, trainer->get());
+        client::ClientOptions options;
+        options.id = vc.id;
+        client::ClientRuntime runtime(std::move(options), &channel, trainer->get());
         status = runtime.RunTask(task).status();
       }
     }
@@ -197,7 +199,10 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
 
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int threads = o.threads > 0 ? o.threads : cores;
-  const int torch_threads = std::max(1, cores / threads);
+  // One libtorch/BLAS thread per trainer: these models gain nothing from more, and OpenMP's
+  // spinning threads oversubscribe the cores (measured: 2 intra-op threads made a 1-worker run
+  // 50x slower on this 2-core machine).
+  const int torch_threads = 1;
   ct::ConfigureTorchThreads(torch_threads);
 
   std::unique_ptr<TrainerEvaluator> evaluator;

@@ -92,10 +92,10 @@ absl::StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions
   }
 
   Dataset out;
-  std::vector<std::string> labels;    // raw label text per row
-  std::vector<int64_t> label_lines;   // line number per row, for errors
+  std::vector<std::string> labels;   // raw label text per row
+  std::vector<int64_t> label_lines;  // line number per row, for errors
   std::vector<std::string> fields;
-  size_t num_fields = 0;              // fixed by the first row (header or data)
+  size_t num_fields = 0;  // fixed by the first row (header or data)
   int64_t first_row_line = 0;
   size_t label_col = 0;
   bool header_pending = options.has_header;
@@ -123,8 +123,8 @@ absl::StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions
         return absl::InvalidArgumentError(StrCat(path, ": label_column ", options.label_column,
                                                  " is out of range for ", num_fields, " columns"));
       }
-      label_col = options.label_column == -1 ? num_fields - 1
-                                             : static_cast<size_t>(options.label_column);
+      label_col =
+          options.label_column == -1 ? num_fields - 1 : static_cast<size_t>(options.label_column);
       out.example_shape = {static_cast<int64_t>(num_fields - 1)};
     } else if (fields.size() != num_fields) {
       return absl::InvalidArgumentError(StrCat(path, ":", line_number, ": expected ", num_fields,
@@ -162,8 +162,8 @@ absl::StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions
     int64_t max_label = 0;
     for (size_t i = 0; i < labels.size(); ++i) {
       if (out.labels[i] < 0) {
-        return absl::InvalidArgumentError(StrCat(path, ":", label_lines[i], ": label ",
-                                                 out.labels[i], " is negative"));
+        return absl::InvalidArgumentError(
+            StrCat(path, ":", label_lines[i], ": label ", out.labels[i], " is negative"));
       }
       if (out.labels[i] >= kMaxClasses) {
         return absl::InvalidArgumentError(StrCat(path, ":", label_lines[i], ": label ",
@@ -179,8 +179,8 @@ absl::StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions
       auto [it, inserted] = ids.emplace(labels[i], static_cast<int64_t>(ids.size()));
       if (inserted) {
         if (static_cast<int64_t>(ids.size()) > kMaxClasses) {
-          return absl::InvalidArgumentError(StrCat(path, ":", label_lines[i],
-                                                   ": more than ", kMaxClasses, " classes"));
+          return absl::InvalidArgumentError(
+              StrCat(path, ":", label_lines[i], ": more than ", kMaxClasses, " classes"));
         }
         out.class_names.push_back(labels[i]);
       }
@@ -226,8 +226,8 @@ absl::Status ApplyColumnStats(const ColumnStats& stats, Dataset* data) {
   const int64_t d = data->example_numel();
   if (static_cast<int64_t>(stats.mean.size()) != d ||
       static_cast<int64_t>(stats.stddev.size()) != d) {
-    return absl::InvalidArgumentError(StrCat("column stats have ", stats.mean.size(),
-                                             " columns, the data has ", d));
+    return absl::InvalidArgumentError(
+        StrCat("column stats have ", stats.mean.size(), " columns, the data has ", d));
   }
   if (d == 0) return absl::OkStatus();
   for (size_t i = 0; i < data->features.size(); ++i) {

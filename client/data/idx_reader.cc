@@ -48,8 +48,7 @@ class Inflater {
   bool initialized_ = false;
 };
 
-absl::StatusOr<std::string> Gunzip(std::string_view in, const std::string& path,
-                                   size_t max_bytes) {
+absl::StatusOr<std::string> Gunzip(std::string_view in, const std::string& path, size_t max_bytes) {
   Inflater inflater;
   if (!inflater.Init()) return absl::InternalError(StrCat("cannot initialize zlib for ", path));
   z_stream* zs = inflater.get();
@@ -109,8 +108,8 @@ absl::StatusOr<std::string> Gunzip(std::string_view in, const std::string& path,
     if (rc == Z_MEM_ERROR) {
       return absl::ResourceExhaustedError(StrCat(path, ": out of memory while inflating"));
     }
-    return absl::DataLossError(StrCat(path, ": corrupt gzip stream (",
-                                      zs->msg != nullptr ? zs->msg : "zlib error", ")"));
+    return absl::DataLossError(
+        StrCat(path, ": corrupt gzip stream (", zs->msg != nullptr ? zs->msg : "zlib error", ")"));
   }
   if (out_pos > max_bytes) {
     return absl::ResourceExhaustedError(
@@ -136,14 +135,15 @@ std::string DimsString(const std::vector<int64_t>& dims) {
 }
 
 // "<dir>/<name>.gz" if it exists, else "<dir>/<name>" if it exists, else NOT_FOUND.
-absl::StatusOr<std::string> FindDataFile(const std::filesystem::path& dir, const std::string& name) {
+absl::StatusOr<std::string> FindDataFile(const std::filesystem::path& dir,
+                                         const std::string& name) {
   std::error_code ec;
   for (const std::string& candidate : {name + ".gz", name}) {
     std::filesystem::path p = dir / candidate;
     if (std::filesystem::is_regular_file(p, ec)) return p.string();
   }
-  return absl::NotFoundError(StrCat("Fashion-MNIST file ", (dir / name).string(),
-                                    "[.gz] not found"));
+  return absl::NotFoundError(
+      StrCat("Fashion-MNIST file ", (dir / name).string(), "[.gz] not found"));
 }
 
 }  // namespace
@@ -164,8 +164,8 @@ absl::StatusOr<IdxArray> ParseIdx(std::string_view bytes, int rank, const std::s
   const char* kind = rank == 3 ? "images" : rank == 1 ? "labels" : "array";
   const uint32_t expected_magic = (uint32_t{kIdxUnsignedByte} << 8) | static_cast<uint32_t>(rank);
   if (bytes.size() < 4) {
-    return absl::DataLossError(StrCat(path, ": ", bytes.size(),
-                                      " bytes, too short for an IDX header"));
+    return absl::DataLossError(
+        StrCat(path, ": ", bytes.size(), " bytes, too short for an IDX header"));
   }
   const uint32_t magic = ReadBigEndian32(bytes, 0);
   if (magic != expected_magic) {
@@ -177,8 +177,8 @@ absl::StatusOr<IdxArray> ParseIdx(std::string_view bytes, int rank, const std::s
   }
   const size_t header_bytes = 4 + 4 * static_cast<size_t>(rank);
   if (bytes.size() < header_bytes) {
-    return absl::DataLossError(StrCat(path, ": truncated IDX header (", bytes.size(), " of ",
-                                      header_bytes, " bytes)"));
+    return absl::DataLossError(
+        StrCat(path, ": truncated IDX header (", bytes.size(), " of ", header_bytes, " bytes)"));
   }
   IdxArray out;
   // Dimensions are < 2^32 each; the product is checked against the bytes present as it grows,
@@ -273,9 +273,9 @@ Preprocessing FashionMnistPreprocessing() {
 }
 
 const std::vector<std::string>& FashionMnistClassNames() {
-  static const auto* const kNames = new std::vector<std::string>{
-      "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  static const auto* const kNames =
+      new std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   return *kNames;
 }
 
@@ -298,9 +298,9 @@ absl::StatusOr<Dataset> LoadFashionMnist(const std::string& dir, std::string_vie
   TESSERA_ASSIGN_OR_RETURN(std::string labels_path,
                            FindDataFile(dir, prefix + "-labels-idx1-ubyte"));
   const std::vector<std::string>& names = FashionMnistClassNames();
-  TESSERA_ASSIGN_OR_RETURN(
-      Dataset data, ReadIdxDataset(images_path, labels_path, FashionMnistPreprocessing(),
-                                   static_cast<int>(names.size())));
+  TESSERA_ASSIGN_OR_RETURN(Dataset data,
+                           ReadIdxDataset(images_path, labels_path, FashionMnistPreprocessing(),
+                                          static_cast<int>(names.size())));
   if (data.example_shape != std::vector<int64_t>{1, 28, 28}) {
     return absl::InvalidArgumentError(StrCat(images_path, ": Fashion-MNIST images are 28x28, got ",
                                              data.example_shape[1], "x", data.example_shape[2]));
