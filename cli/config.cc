@@ -23,19 +23,26 @@ absl::StatusOr<std::string> ValueString(const toml::node& node) {
   return absl::InvalidArgumentError("only strings, numbers and booleans are allowed");
 }
 
-absl::Status ApplyTable(const std::string& path, const toml::table& table, CLI::App* sub, bool top_level) {
+bool IsSubcommandName(const std::string& key) {
+  return key == "simulate" || key == "coordinator" || key == "client";
+}
+
+// `prefix` names the settings table a key sits in: [secure_aggregation] neighbours = 8 sets
+// --secure-aggregation-neighbours, and enabled = true sets --secure-aggregation.
+absl::Status ApplyTable(const std::string& path, const toml::table& table, CLI::App* sub, bool top_level,
+                        const std::string& prefix = "") {
   for (const auto& [key_node, value] : table) {
     std::string key(key_node.str());
     if (value.is_table()) {
-      if (top_level && key == sub->get_name()) {
-        absl::Status s = ApplyTable(path, *value.as_table(), sub, false);
-        if (!s.ok()) return s;
-        continue;
+      if (top_level && IsSubcommandName(key)) continue;  // its own table went first; others are ignored
+      if (!prefix.empty()) {
+        return absl::InvalidArgumentError(StrCat(path, ": table '", key, "' is nested too deep"));
       }
-      if (top_level) continue;  // another subcommand's table
-      return absl::InvalidArgumentError(StrCat(path, ": nested table '", key, "' is not a setting of '",
-                                               sub->get_name(), "'"));
+      absl::Status s = ApplyTable(path, *value.as_table(), sub, false, key);
+      if (!s.ok()) return s;
+      continue;
     }
+    if (!prefix.empty()) key = key == "enabled" ? prefix : prefix + "_" + key;
     std::string flag = key;
     std::replace(flag.begin(), flag.end(), '_', '-');
     if (flag == "config") return absl::InvalidArgumentError(StrCat(path, ": a config file cannot name another"));
@@ -60,12 +67,20 @@ absl::Status ApplyTable(const std::string& path, const toml::table& table, CLI::
 
 absl::Status ApplyTomlConfig(const std::string& path, CLI::App* subcommand) {
   if (!std::filesystem::exists(path)) return absl::NotFoundError(StrCat("config file ", path, " does not exist"));
+  if (!std::filesystem::is_regular_file(path)) {
+    return absl::InvalidArgumentError(StrCat("config file ", path, " is not a regular file"));
+  }
   toml::table table;
   try {
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     const auto& where = e.source().begin;
     return absl::InvalidArgumentError(StrCat(path, ":", where.line, ":", where.column, ": ", e.description()));
+  }
+  // The subcommand's own table first, so that its settings win over top-level ones (the first
+  // value applied to a flag wins; the command line's count as applied already).
+  if (const toml::table* own = table[subcommand->get_name()].as_table()) {
+    if (absl::Status s = ApplyTable(path, *own, subcommand, false); !s.ok()) return s;
   }
   return ApplyTable(path, table, subcommand, true);
 }

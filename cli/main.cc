@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -29,6 +30,7 @@
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "simulations/partitioner.h"
+#include "security/secagg/config.h"
 #include "simulations/simulator.h"
 
 namespace tessera::cli {
@@ -53,19 +55,18 @@ void KeepFreedMemory() {
   mallopt(M_TOP_PAD, 64 << 20);
 }
 
-// SIGINT / SIGTERM set `stop` (handled on a thread of its own with sigwait).
+// SIGINT / SIGTERM set `g_stop`; the commands shut down cleanly when they see it. A handler
+// rather than a blocked mask with sigwait: libraries start threads before main() (libtorch's,
+// gRPC's), and those would not inherit the mask.
 std::atomic<bool> g_stop{false};
-void BlockStopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread([set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    g_stop = true;
-  }).detach();
+static_assert(std::atomic<bool>::is_always_lock_free);
+void OnStopSignal(int) { g_stop.store(true); }
+void InstallStopSignals() {
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& text) {
@@ -104,10 +105,58 @@ absl::Status Prepare(CLI::App* sub, const Common& c) {
   return absl::OkStatus();
 }
 
+// Secure aggregation and DP settings, shared by simulate and coordinator
+// (TOML: a [secure_aggregation] and a [dp] table).
+struct PrivacyArgs {
+  bool secure_aggregation = false;
+  security::secagg::SecAggConfig secagg;
+  double stage_timeout = 120;
+  double dp_clip_norm = 0;
+  double dp_noise_multiplier = 0;
+  double dp_delta = 1e-5;
+  double dp_epsilon_budget = 0;
+};
+
+void AddPrivacy(CLI::App* sub, PrivacyArgs* a) {
+  auto& c = a->secagg;
+  sub->add_flag("--secure-aggregation", a->secure_aggregation, "Aggregate through SecAgg+: the server learns only the sum");
+  sub->add_option("--secure-aggregation-neighbours", c.neighbours, "k per client (0: from n; n-1 or more: classic SecAgg)")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-threshold", c.threshold, "t of k shares rebuild a secret (0: choose)")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-expected-dropout", c.expected_dropout, "Dropout rate the parameters must survive")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-dishonest-fraction", c.dishonest_fraction, "Assumed fraction of dishonest clients")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-clip", c.fixed_point.clip, "Fixed point: clip each update coordinate to [-c, c]")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-bits", c.fixed_point.bits, "Fixed point: bits per coordinate")->capture_default_str();
+  sub->add_option("--secure-aggregation-modulus-bits", c.fixed_point.modulus_bits, "Sums are taken mod 2^this")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-weight-cap", c.fixed_point.weight_cap, "num_examples is capped to this")
+      ->capture_default_str();
+  sub->add_option("--secure-aggregation-stage-timeout", a->stage_timeout, "Seconds each key/unmasking stage may take")
+      ->capture_default_str();
+  sub->add_option("--dp-clip-norm", a->dp_clip_norm, "DP-FedAvg: clip each update to this L2 norm (0: off)")
+      ->capture_default_str();
+  sub->add_option("--dp-noise-multiplier", a->dp_noise_multiplier, "DP-FedAvg: Gaussian noise z (stddev z*S/m)")
+      ->capture_default_str();
+  sub->add_option("--dp-delta", a->dp_delta, "DP: delta at which epsilon is reported")->capture_default_str();
+  sub->add_option("--dp-epsilon-budget", a->dp_epsilon_budget, "DP: no round starts that would exceed this (0: none)")
+      ->capture_default_str();
+}
+
+absl::Status ApplyPrivacy(PrivacyArgs& a) {
+  if (!(a.stage_timeout > 0)) return absl::InvalidArgumentError("--secure-aggregation-stage-timeout must be positive");
+  a.secagg.stage_deadline = absl::Seconds(a.stage_timeout);
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------- simulate
 struct SimulateArgs {
   Common common;
   simulations::SimulationOptions options;
+  PrivacyArgs privacy;
   bool quiet = false;
 };
 
@@ -132,11 +181,23 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
   sub->add_option("--server-eval", o.server_eval, "Evaluate each global model on the test split")->capture_default_str();
   sub->add_option("--output", o.output_dir, "Directory for metrics.jsonl, summary.json and models/");
   sub->add_flag("--quiet", a->quiet, "No progress lines");
+  sub->add_option("--dropout", o.dropout, "Simulated dropouts: fraction of each round's sampled clients")
+      ->capture_default_str();
+  sub->add_option("--dropout-stage", o.dropout_stage, "They drop before: advertise | share | masked | unmasking | train")
+      ->capture_default_str();
+  AddPrivacy(sub, &a->privacy);
 }
 
 int RunSimulate(CLI::App* sub, SimulateArgs& a) {
   if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail("simulate", s);
+  if (absl::Status s = ApplyPrivacy(a.privacy); !s.ok()) return Fail("simulate", s);
   a.options.progress = a.quiet ? nullptr : stdout;
+  a.options.secure_aggregation = a.privacy.secure_aggregation;
+  a.options.secagg = a.privacy.secagg;
+  a.options.dp_clip_norm = a.privacy.dp_clip_norm;
+  a.options.dp_noise_multiplier = a.privacy.dp_noise_multiplier;
+  a.options.dp_delta = a.privacy.dp_delta;
+  a.options.dp_epsilon_budget = a.privacy.dp_epsilon_budget;
   auto report = simulations::RunSimulation(a.options);
   if (!report.ok()) return Fail("simulate", report.status());
   const auto& rounds = report->rounds;
@@ -171,6 +232,7 @@ struct CoordinatorArgs {
   double linger = 5;
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca;
+  PrivacyArgs privacy;
 };
 
 void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
@@ -201,6 +263,7 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--tls-cert", a->tls_cert, "Server certificate (PEM)");
   sub->add_option("--tls-key", a->tls_key, "Server private key (PEM)");
   sub->add_option("--tls-client-ca", a->tls_client_ca, "CA (PEM) whose certificates clients must present (mTLS)");
+  AddPrivacy(sub, &a->privacy);
 }
 
 class EvalAdapter final : public coordinator::Evaluator {
@@ -215,6 +278,11 @@ class EvalAdapter final : public coordinator::Evaluator {
 int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   const std::string cmd = "coordinator";
   if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail(cmd, s);
+  if (absl::Status s = ApplyPrivacy(a.privacy); !s.ok()) return Fail(cmd, s);
+  if (a.privacy.secure_aggregation) {
+    const int expected = std::max(2, static_cast<int>(std::ceil(a.fraction * a.min_clients - 1e-9)));
+    if (auto r = security::secagg::ResolveConfig(a.privacy.secagg, expected); !r.ok()) return Fail(cmd, r.status());
+  }
   if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0) || !(a.linger >= 0)) {
     return Fail(cmd, absl::InvalidArgumentError("--rounds, --min-clients, --min-results and --round-timeout must be positive"));
   }
@@ -258,6 +326,12 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   opts.round.min_results = a.min_results;
   opts.round.seed = a.seed;
   if (!a.output.empty()) opts.model_dir = (std::filesystem::path(a.output) / "models").string();
+  if (a.privacy.secure_aggregation) opts.round.secure_aggregation = a.privacy.secagg;
+  opts.round.dp.clip_norm = a.privacy.dp_clip_norm;
+  opts.round.dp.noise_multiplier = a.privacy.dp_noise_multiplier;
+  opts.round.dp.delta = a.privacy.dp_delta;
+  opts.round.dp.epsilon_budget = a.privacy.dp_epsilon_budget;
+  if (!a.output.empty()) opts.round.privacy_state_file = (std::filesystem::path(a.output) / "privacy.txt").string();
   coordinator::CoordinatorDeps deps;
   deps.evaluator = evaluator.get();
   deps.observer = log->get();
@@ -313,7 +387,7 @@ void AddClient(CLI::App& app, ClientArgs* a) {
   auto* sub = app.add_subcommand("client", "Take part in a federated run with local data");
   AddCommon(sub, &a->common);
   sub->add_option("--coordinator", a->coordinator, "Coordinator address host:port")->capture_default_str();
-  sub->add_option("--id", a->id, "This client's id (under mTLS: its certificate's name)")->required();
+  sub->add_option("--id", a->id, "This client's id (under mTLS: its certificate's name); required");
   sub->add_option("--dataset", a->dataset, "fashion-mnist | csv:PATH")->capture_default_str();
   sub->add_option("--data-dir", a->data_dir, "Fashion-MNIST IDX files")->capture_default_str();
   sub->add_option("--model", a->model, "logreg | mlp | cnn | PATH.pt (as the coordinator's)")->capture_default_str();
@@ -336,6 +410,7 @@ void AddClient(CLI::App& app, ClientArgs* a) {
 int RunClient(CLI::App* sub, ClientArgs& a) {
   const std::string cmd = "client";
   if (absl::Status s = Prepare(sub, a.common); !s.ok()) return Fail(cmd, s);
+  if (a.id.empty()) return Fail(cmd, absl::InvalidArgumentError("--id is required (a flag or `id` in the config file)"));
   if (a.num_partitions < 1 || a.partition_index < 0 || a.partition_index >= a.num_partitions) {
     return Fail(cmd, absl::InvalidArgumentError("--partition-index must be in [0, --num-partitions)"));
   }
@@ -407,7 +482,7 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
 int main(int argc, char** argv) {
   using namespace tessera::cli;
   KeepFreedMemory();
-  BlockStopSignals();
+  InstallStopSignals();
   CLI::App app{"Tessera: federated learning with secure aggregation, personalized serving and simulation"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tessera 0.1.0");

@@ -7,17 +7,56 @@
 #include "core/logging.h"
 #include "core/rng.h"
 #include "core/status.h"
+#include "core/strings.h"
+#include "security/dp/clipping.h"
+#include "security/secagg/client.h"
+#include "security/secagg/fixed_point.h"
 
 namespace tessera::client {
+namespace {
+
+// global + clip(trained - global): the trained weights with the update clipped to an L2 norm.
+absl::StatusOr<core::ModelWeights> ClippedWeights(const core::ModelWeights& global, core::ModelWeights trained,
+                                                  double clip_norm) {
+  for (size_t i = 0; i < trained.tensors.size(); ++i) {
+    if (trained.tensors[i].dtype() != core::DType::kFloat32) continue;
+    auto t = trained.tensors[i].mutable_f32();
+    auto g = global.tensors[i].f32();
+    for (size_t j = 0; j < t.size(); ++j) t[j] -= g[j];
+  }
+  TESSERA_RETURN_IF_ERROR(security::dp::ClipToL2Norm(trained, clip_norm).status());
+  for (size_t i = 0; i < trained.tensors.size(); ++i) {
+    if (trained.tensors[i].dtype() != core::DType::kFloat32) continue;
+    auto t = trained.tensors[i].mutable_f32();
+    auto g = global.tensors[i].f32();
+    for (size_t j = 0; j < t.size(); ++j) t[j] += g[j];
+  }
+  return trained;
+}
+
+}  // namespace
 
 ClientRuntime::ClientRuntime(ClientOptions options, CoordinatorChannel* channel, Trainer* trainer)
     : options_(std::move(options)), channel_(channel), trainer_(trainer) {}
 
-absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& task) {
+absl::StatusOr<ClientRuntime::Trained> ClientRuntime::DownloadAndTrain(const core::TrainTask& task,
+                                                                     core::TrainConfig* config) {
   TESSERA_ASSIGN_OR_RETURN(core::ModelWeights global, channel_->DownloadModel(options_.id, task));
-  core::TrainConfig config = task.config;
-  config.seed = core::DeriveSeed(task.config.seed, {std::hash<std::string>()(options_.id.value), task.ref.round});
-  TESSERA_ASSIGN_OR_RETURN(TrainOutput out, trainer_->Train(global, config));
+  *config = task.config;
+  config->seed = core::DeriveSeed(task.config.seed, {core::StableHash(options_.id.value), task.ref.round});
+  TESSERA_ASSIGN_OR_RETURN(TrainOutput out, trainer_->Train(global, *config));
+  return Trained{std::move(global), std::move(out)};
+}
+
+absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& task) {
+  if (task.secure_aggregation) return RunSecureTask(task);
+  core::TrainConfig config;
+  TESSERA_ASSIGN_OR_RETURN(Trained trained, DownloadAndTrain(task, &config));
+  TrainOutput out = std::move(trained.output);
+  if (task.dp.clip_norm > 0) {
+    // DP without secure aggregation: upload global + clip(delta).
+    TESSERA_ASSIGN_OR_RETURN(out.weights, ClippedWeights(trained.global, std::move(out.weights), task.dp.clip_norm));
+  }
   core::TrainResult result;
   result.ref = task.ref;
   result.num_examples = out.num_examples;
@@ -35,6 +74,77 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& ta
   TESSERA_ASSIGN_OR_RETURN(core::UploadAck ack, channel_->UploadResult(options_.id, result));
   ++tasks_done_;
   return ack;
+}
+
+absl::StatusOr<security::secagg::StageReply> ClientRuntime::Exchange(const core::TrainTask& task,
+                                                                     const security::secagg::StageRequest& request) {
+  const absl::Duration stage = task.secure_aggregation->stage_deadline;
+  const absl::Time give_up = task.deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : task.deadline + 2 * stage;
+  for (;;) {
+    const absl::Duration wait = std::min(absl::Seconds(20), std::max(absl::Seconds(1), give_up - absl::Now()));
+    auto reply = channel_->SecAggStep(options_.id, task, request, wait);
+    if (reply.ok() || !absl::IsUnavailable(reply.status()) || absl::Now() >= give_up) return reply;
+  }
+}
+
+absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTask& task) {
+  namespace sa = security::secagg;
+  const core::SecureAggregationSpec& spec = *task.secure_aggregation;
+  sa::SessionParams params;
+  params.run_id = task.ref.run_id;
+  params.round = task.ref.round;
+  params.participants = spec.participants;
+  params.neighbours = spec.neighbours;
+  params.threshold = spec.threshold;
+  params.graph_seed = spec.graph_seed;
+  params.vector_length = spec.vector_length;
+  params.modulus_bits = spec.modulus_bits;
+  TESSERA_ASSIGN_OR_RETURN(auto session, sa::SecAggClient::Create(std::move(params), spec.self));
+
+  // Keys first, so that the session is set up while this client trains.
+  TESSERA_ASSIGN_OR_RETURN(sa::AdvertiseKeys keys, session->AdvertiseKeysStage());
+  TESSERA_ASSIGN_OR_RETURN(sa::StageReply broadcast, Exchange(task, {keys}));
+  if (broadcast.body.index() != 0) return absl::InternalError("unexpected reply to AdvertiseKeys");
+  TESSERA_ASSIGN_OR_RETURN(sa::ShareKeys shares, session->ShareKeysStage(std::get<0>(broadcast.body)));
+  TESSERA_ASSIGN_OR_RETURN(sa::StageReply relayed, Exchange(task, {std::move(shares)}));
+  if (relayed.body.index() != 1) return absl::InternalError("unexpected reply to ShareKeys");
+
+  core::TrainConfig config;
+  TESSERA_ASSIGN_OR_RETURN(Trained trained, DownloadAndTrain(task, &config));
+  // The update is the delta to the global model, float tensors in order.
+  core::ModelWeights delta = std::move(trained.output.weights);
+  for (size_t i = 0; i < delta.tensors.size(); ++i) {
+    if (delta.tensors[i].dtype() != core::DType::kFloat32) continue;
+    auto d = delta.tensors[i].mutable_f32();
+    auto g = trained.global.tensors[i].f32();
+    for (size_t j = 0; j < d.size(); ++j) d[j] -= g[j];
+  }
+  if (task.dp.clip_norm > 0) TESSERA_RETURN_IF_ERROR(security::dp::ClipToL2Norm(delta, task.dp.clip_norm).status());
+  std::vector<float> flat;
+  flat.reserve(spec.vector_length);
+  for (const auto& t : delta.tensors) {
+    if (t.dtype() == core::DType::kFloat32) flat.insert(flat.end(), t.f32().begin(), t.f32().end());
+  }
+  if (static_cast<int>(flat.size()) + 1 != spec.vector_length) {
+    return absl::InvalidArgumentError(core::StrCat("the model has ", flat.size(), " floats, the session expects ",
+                                                   spec.vector_length - 1));
+  }
+  security::FixedPointConfig fp;
+  fp.clip = spec.clip;
+  fp.bits = spec.bits;
+  fp.weight_cap = spec.weight_cap;
+  fp.modulus_bits = spec.modulus_bits;
+  fp.max_clients = std::max<int>(static_cast<int>(spec.participants.size()), 1);
+  core::Rng rounding(config.seed, {0x666978ULL /* "fix" */});
+  TESSERA_ASSIGN_OR_RETURN(std::vector<uint64_t> encoded,
+                           security::EncodeFixedPoint(flat, trained.output.num_examples, fp, rounding));
+  TESSERA_ASSIGN_OR_RETURN(sa::MaskedInput masked, session->MaskedInputStage(std::get<1>(relayed.body), encoded));
+  TESSERA_ASSIGN_OR_RETURN(sa::StageReply unmask_request, Exchange(task, {std::move(masked)}));
+  if (unmask_request.body.index() != 2) return absl::InternalError("unexpected reply to MaskedInput");
+  TESSERA_ASSIGN_OR_RETURN(sa::UnmaskingResponse response, session->UnmaskingStage(std::get<2>(unmask_request.body)));
+  TESSERA_RETURN_IF_ERROR(Exchange(task, {std::move(response)}).status());
+  ++tasks_done_;
+  return core::UploadAck{false, task.ref.round};
 }
 
 absl::Status ClientRuntime::Run(const std::atomic<bool>* stop) {

@@ -16,6 +16,7 @@
 #include "client/trainer.h"
 #include "core/federation.h"
 #include "core/ids.h"
+#include "security/secagg/messages.h"
 
 namespace tessera::client {
 
@@ -32,6 +33,12 @@ class CoordinatorChannel {
                                                            const core::TrainTask& task) = 0;
   virtual absl::StatusOr<core::UploadAck> UploadResult(const core::ClientId& client,
                                                        const core::TrainResult& result) = 0;
+  // One SecAgg+ stage of a secure task: sends the client's message and returns its reply once
+  // the stage closed; UNAVAILABLE when it is still open after `max_wait` (send it again).
+  virtual absl::StatusOr<security::secagg::StageReply> SecAggStep(const core::ClientId& client,
+                                                                  const core::TrainTask& task,
+                                                                  const security::secagg::StageRequest& request,
+                                                                  absl::Duration max_wait) = 0;
 };
 
 struct ClientOptions {
@@ -53,12 +60,25 @@ class ClientRuntime {
   absl::Status Run(const std::atomic<bool>* stop = nullptr);
 
   // One task: download, train, evaluate, upload. The task's config seed is made specific to
-  // this client and round before training.
+  // this client and round before training. A secure task (task.secure_aggregation set) runs
+  // the SecAgg+ stages instead of the plaintext upload: keys first, then training, then the
+  // masked update (the delta to the global model, clipped to task.dp.clip_norm when set, in
+  // fixed point), then unmasking.
   absl::StatusOr<core::UploadAck> RunTask(const core::TrainTask& task);
 
   int tasks_done() const { return tasks_done_; }
 
  private:
+  struct Trained {
+    core::ModelWeights global;
+    TrainOutput output;
+  };
+  absl::StatusOr<Trained> DownloadAndTrain(const core::TrainTask& task, core::TrainConfig* config);
+  absl::StatusOr<core::UploadAck> RunSecureTask(const core::TrainTask& task);
+  // Sends `request` until its stage closes (or the task's time is up).
+  absl::StatusOr<security::secagg::StageReply> Exchange(const core::TrainTask& task,
+                                                        const security::secagg::StageRequest& request);
+
   ClientOptions options_;
   CoordinatorChannel* channel_;
   Trainer* trainer_;

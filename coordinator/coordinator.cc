@@ -66,17 +66,7 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> s
       mailbox_(std::make_unique<Mailbox>(deps.extra_sender)),
       registry_(options_.liveness_timeout) {}
 
-Coordinator::~Coordinator() {
-  std::vector<Completion> completions;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& [id, w] : waiters_) {
-      completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
-    }
-    waiters_.clear();
-  }
-  RunAll(completions);
-}
+Coordinator::~Coordinator() { ReleaseWaiters(); }
 
 void Coordinator::RunAll(std::vector<Completion>& completions) {
   for (auto& c : completions) c();
@@ -150,7 +140,58 @@ void Coordinator::CollectReadyWaiters(std::vector<Completion>& out) {
       ++it;
     }
   }
+  for (auto it = secagg_waiters_.begin(); it != secagg_waiters_.end();) {
+    bool gone = false;
+    const auto* reply = rounds_->SecAggReply(it->first, it->second.ref, it->second.stage, &gone);
+    if (reply != nullptr) {
+      out.push_back([done = std::move(it->second.done), r = *reply] { done(r); });
+    } else if (gone) {
+      out.push_back([done = std::move(it->second.done)] {
+        done(absl::AbortedError("the secure aggregation session ended without this client"));
+      });
+    } else if (now >= it->second.deadline) {
+      out.push_back([done = std::move(it->second.done)] {
+        done(absl::UnavailableError("the secure aggregation stage is still open; send the message again"));
+      });
+    } else {
+      ++it;
+      continue;
+    }
+    it = secagg_waiters_.erase(it);
+  }
   if (rounds_->phase() == RoundPhase::kFinished) finished_cv_.notify_all();
+}
+
+void Coordinator::SecAggStep(const ClientId& client, const core::RoundRef& ref,
+                             const security::secagg::StageRequest& request, absl::Duration max_wait,
+                             SecAggCallback done) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    const absl::Time now = deps_.clock->Now();
+    registry_.Touch(client, now).IgnoreError();
+    if (auto old = secagg_waiters_.find(client); old != secagg_waiters_.end()) {
+      completions.push_back([d = std::move(old->second.done)] {
+        d(absl::UnavailableError("superseded by a newer message of the same client"));
+      });
+      secagg_waiters_.erase(old);
+    }
+    auto reply = rounds_->OnSecAggMessage(client, ref, request);
+    if (!reply.ok()) {
+      completions.push_back([done = std::move(done), s = reply.status()] { done(s); });
+    } else if (reply->has_value()) {
+      completions.push_back([done = std::move(done), r = **reply] { done(r); });
+    } else if (released_ || max_wait <= absl::ZeroDuration()) {
+      completions.push_back([done = std::move(done)] {
+        done(absl::UnavailableError("the secure aggregation stage is still open; send the message again"));
+      });
+    } else {
+      secagg_waiters_[client] =
+          SecAggWaiter{ref, request.stage(), now + std::min(max_wait, options_.max_poll_wait), std::move(done)};
+    }
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
 }
 
 absl::StatusOr<std::shared_ptr<const ModelBlob>> Coordinator::ModelForTask(const ClientId& client,
@@ -227,6 +268,10 @@ void Coordinator::ReleaseWaiters() {
       completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
     }
     waiters_.clear();
+    for (auto& [id, w] : secagg_waiters_) {
+      completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
+    }
+    secagg_waiters_.clear();
   }
   RunAll(completions);
 }

@@ -46,6 +46,7 @@ struct CoordinatorDeps {
 class Coordinator {
  public:
   using PullCallback = std::function<void(absl::StatusOr<core::PullTaskReply>)>;
+  using SecAggCallback = std::function<void(absl::StatusOr<security::secagg::StageReply>)>;
 
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
                                                              std::unique_ptr<Strategy> strategy,
@@ -66,6 +67,12 @@ class Coordinator {
   absl::StatusOr<std::shared_ptr<const ModelBlob>> ModelForTask(const core::ClientId& client,
                                                                const core::RoundRef& ref);
   absl::StatusOr<core::UploadAck> SubmitResult(const core::ClientId& client, core::TrainResult result);
+  // A client's SecAgg+ stage message for the open secure round. `done` is called (once) with the
+  // client's reply as soon as the stage closed, with UNAVAILABLE after `max_wait` while it is
+  // still open (the client sends the same message again: a repeat is a poll), with ABORTED when
+  // the session ended without the client, or with the message's refusal.
+  void SecAggStep(const core::ClientId& client, const core::RoundRef& ref, const security::secagg::StageRequest& request,
+                  absl::Duration max_wait, SecAggCallback done);
   // The transport knows `client` failed its task (a broken stream, a crashed virtual client):
   // the open round counts it as dropped instead of waiting for its deadline.
   void ReportFailure(const core::ClientId& client);
@@ -92,6 +99,12 @@ class Coordinator {
     absl::Time deadline;
     PullCallback done;
   };
+  struct SecAggWaiter {
+    core::RoundRef ref;
+    security::secagg::Stage stage;
+    absl::Time deadline;
+    SecAggCallback done;
+  };
   using Completion = std::function<void()>;
 
   Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> strategy, CoordinatorDeps deps);
@@ -111,6 +124,7 @@ class Coordinator {
   ClientRegistry registry_;                        // GUARDED_BY(mu_)
   std::unique_ptr<RoundStateMachine> rounds_;      // GUARDED_BY(mu_)
   std::map<core::ClientId, Waiter> waiters_;       // GUARDED_BY(mu_)
+  std::map<core::ClientId, SecAggWaiter> secagg_waiters_;  // GUARDED_BY(mu_)
   bool released_ = false;                          // GUARDED_BY(mu_)
 };
 

@@ -1,6 +1,9 @@
 #include "coordinator/round_state_machine.h"
 
+#include "core/file_io.h"
 #include "core/logging.h"
+#include "security/dp/gaussian.h"
+#include "security/secagg/fixed_point.h"
 #include "core/status.h"
 #include "core/strings.h"
 
@@ -21,7 +24,29 @@ absl::StatusOr<std::unique_ptr<RoundStateMachine>> RoundStateMachine::Create(Rou
   if (config.min_results < 1) return absl::InvalidArgumentError("min_results must be at least 1");
   if (config.round_deadline <= absl::ZeroDuration()) return absl::InvalidArgumentError("round deadline must be positive");
   if (config.max_num_examples < 1) return absl::InvalidArgumentError("max_num_examples must be positive");
-  return std::unique_ptr<RoundStateMachine>(new RoundStateMachine(std::move(config), deps));
+  const auto& dp = config.dp;
+  if (!(dp.clip_norm >= 0) || !(dp.noise_multiplier >= 0) || !(dp.epsilon_budget >= 0)) {
+    return absl::InvalidArgumentError("DP clip norm, noise multiplier and budget must not be negative");
+  }
+  if (dp.noise_multiplier > 0 && dp.clip_norm <= 0) return absl::InvalidArgumentError("DP noise needs a clip norm");
+  if (dp.noise_multiplier > 0 && !(dp.delta > 0 && dp.delta < 1)) return absl::InvalidArgumentError("DP delta must be in (0, 1)");
+  if (dp.epsilon_budget > 0 && dp.noise_multiplier <= 0) {
+    return absl::InvalidArgumentError("a privacy budget needs noise (dp noise multiplier > 0)");
+  }
+  std::unique_ptr<RoundStateMachine> m(new RoundStateMachine(std::move(config), deps));
+  if (m->config_.dp.noise_multiplier > 0) {
+    m->accountant_ = std::make_unique<security::dp::RdpAccountant>();
+    if (!m->config_.privacy_state_file.empty()) {
+      auto saved = core::ReadFile(m->config_.privacy_state_file);
+      if (saved.ok()) {
+        TESSERA_ASSIGN_OR_RETURN(auto restored, security::dp::RdpAccountant::Deserialize(*saved));
+        m->accountant_ = std::make_unique<security::dp::RdpAccountant>(std::move(restored));
+      } else if (!absl::IsNotFound(saved.status())) {
+        return saved.status();
+      }
+    }
+  }
+  return m;
 }
 
 RoundStateMachine::RoundStateMachine(RoundConfig config, RoundDeps deps)
@@ -36,6 +61,20 @@ absl::Status RoundStateMachine::MaybeStartRound() {
   core::Rng rng(config_.seed, {next, 0x73616d706c65ULL /* "sample" */});
   std::vector<ClientId> sampled = deps_.strategy->SampleClients(available, next, rng);
   if (sampled.empty()) return absl::OkStatus();
+  const double sampling_rate = static_cast<double>(sampled.size()) / available.size();
+  if (accountant_ && config_.dp.epsilon_budget > 0) {
+    auto exceed = accountant_->WouldExceed(config_.dp.noise_multiplier, sampling_rate, config_.dp.delta,
+                                           config_.dp.epsilon_budget);
+    if (!exceed.ok()) return exceed.status();
+    if (*exceed) {
+      finish_reason_ = StrCat("privacy budget: another round would exceed epsilon ", config_.dp.epsilon_budget,
+                              " at delta ", config_.dp.delta, " (spent ", epsilon(), ")");
+      core::Logger("coordinator")->warn("run finished before round {}: {}", next, finish_reason_);
+      phase_ = RoundPhase::kFinished;
+      return absl::OkStatus();
+    }
+  }
+  sampling_rate_ = sampling_rate;
 
   round_ = next;
   phase_ = RoundPhase::kTraining;
@@ -49,6 +88,23 @@ absl::Status RoundStateMachine::MaybeStartRound() {
   metric_weights_.clear();
   auto global = deps_.store->Current();
   aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
+  secagg_.reset();
+  if (config_.secure_aggregation) {
+    auto resolved = security::secagg::ResolveConfig(*config_.secure_aggregation, static_cast<int>(sampled.size()));
+    int64_t floats = 0;
+    for (const auto& t : global->weights->tensors) floats += t.dtype() == core::DType::kFloat32 ? t.numel() : 0;
+    absl::StatusOr<std::unique_ptr<SecAggRound>> session =
+        resolved.ok() ? SecAggRound::Create(*resolved, config_.run_id, next, sampled, static_cast<int>(floats + 1),
+                                            core::Rng(config_.seed, {next, 0x6772617068ULL /* "graph" */})(), now,
+                                            deadline_)
+                      : absl::StatusOr<std::unique_ptr<SecAggRound>>(resolved.status());
+    if (!session.ok()) {
+      for (const ClientId& id : sampled) tasks_.emplace(id, core::TrainTask{});
+      AbandonRound(StrCat("secure aggregation cannot run with ", sampled.size(), " clients: ", session.status().message()));
+      return absl::OkStatus();
+    }
+    secagg_ = *std::move(session);
+  }
 
   core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
   for (const ClientId& id : sampled) {
@@ -59,6 +115,8 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     task.model_sha256 = global->sha256;
     task.config = train;
     task.deadline = deadline_;
+    if (secagg_) task.secure_aggregation = secagg_->SpecFor(id);
+    task.dp.clip_norm = config_.dp.clip_norm;
     tasks_.emplace(id, task);
   }
   core::Logger("coordinator")->info("round {} opened: {} of {} available clients sampled, model v{}", round_,
@@ -99,6 +157,10 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
     core::UploadAck ack = it->second;
     ack.duplicate = true;
     return ack;
+  }
+  if (secagg_) {
+    return absl::FailedPreconditionError(
+        StrCat("round ", round_, " aggregates securely: plaintext results are refused"));
   }
   if (answered_.contains(client)) {
     return absl::FailedPreconditionError(StrCat("client '", client.value, "' already answered round ", round_));
@@ -143,15 +205,97 @@ absl::Status RoundStateMachine::OnClientDropped(const ClientId& client) {
   }
   ++dropped_;
   answered_.insert(client);
+  if (secagg_) {
+    secagg_->OnDropped(client);
+    return AdvanceSecAgg();
+  }
   if (AllAnswered()) return CloseRound();
   return absl::OkStatus();
 }
 
 absl::Status RoundStateMachine::OnTick() {
-  if (phase_ == RoundPhase::kTraining && deps_.clock->Now() >= deadline_) {
+  if (phase_ == RoundPhase::kTraining && secagg_) {
+    TESSERA_RETURN_IF_ERROR(AdvanceSecAgg());  // stage deadlines, the round's included
+  } else if (phase_ == RoundPhase::kTraining && deps_.clock->Now() >= deadline_) {
     TESSERA_RETURN_IF_ERROR(CloseRound());
   }
   return MaybeStartRound();
+}
+
+absl::Status RoundStateMachine::CheckRef(const ClientId& client, const core::RoundRef& ref) const {
+  if (ref.run_id != config_.run_id) {
+    return absl::FailedPreconditionError(StrCat("message for run '", ref.run_id, "', this run is '", config_.run_id, "'"));
+  }
+  if (phase_ != RoundPhase::kTraining || ref.round != round_ || !secagg_) {
+    return absl::FailedPreconditionError(StrCat("no secure aggregation session is open for round ", ref.round));
+  }
+  auto task = tasks_.find(client);
+  if (task == tasks_.end() || task->second.ref.task_id != ref.task_id) {
+    return absl::NotFoundError(StrCat("client '", client.value, "' has no task '", ref.task_id, "' in round ", round_));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<security::secagg::StageReply>> RoundStateMachine::OnSecAggMessage(
+    const ClientId& client, const core::RoundRef& ref, const security::secagg::StageRequest& request) {
+  TESSERA_RETURN_IF_ERROR(CheckRef(client, ref));
+  if (absl::Status s = secagg_->OnMessage(client, request); !s.ok()) {
+    core::Logger("coordinator")->warn("round {}: secure aggregation message of '{}' refused: {}", round_, client.value,
+                                      std::string(s.message()));
+    return s;
+  }
+  if (request.stage() == security::secagg::Stage::kMaskedInput) answered_.insert(client);
+  // Closing the stage may finish the session and the round: take the reply first.
+  SecAggRound::Progress progress = secagg_->Advance(deps_.clock->Now());
+  std::optional<security::secagg::StageReply> reply;
+  if (const auto* r = secagg_->ReplyFor(client, request.stage())) reply = *r;
+  if (progress == SecAggRound::Progress::kDone) {
+    TESSERA_RETURN_IF_ERROR(CloseSecAggRound());
+  } else if (progress == SecAggRound::Progress::kAborted) {
+    AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
+    TESSERA_RETURN_IF_ERROR(MaybeStartRound());
+  }
+  return reply;
+}
+
+const security::secagg::StageReply* RoundStateMachine::SecAggReply(const ClientId& client, const core::RoundRef& ref,
+                                                                   security::secagg::Stage stage,
+                                                                   bool* session_gone) const {
+  *session_gone = !CheckRef(client, ref).ok();
+  if (*session_gone) return nullptr;
+  return secagg_->ReplyFor(client, stage);
+}
+
+absl::Status RoundStateMachine::AdvanceSecAgg() {
+  if (!secagg_) return absl::OkStatus();
+  switch (secagg_->Advance(deps_.clock->Now())) {
+    case SecAggRound::Progress::kDone: return CloseSecAggRound();
+    case SecAggRound::Progress::kAborted:
+      AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
+      return MaybeStartRound();
+    case SecAggRound::Progress::kRunning: return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoundStateMachine::CloseSecAggRound() {
+  const int n = secagg_->num_contributors();
+  std::vector<uint64_t> sum = secagg_->TakeSum();
+  auto mean = security::DecodeFixedPointMean(sum, secagg_->fixed_point(), n);
+  if (!mean.ok()) {
+    AbandonRound(StrCat("decoding the secure sum: ", mean.status().message()));
+    return MaybeStartRound();
+  }
+  // The mean update is a delta: the aggregate is the global model moved by it.
+  auto global = deps_.store->Current();
+  core::ModelWeights aggregate = *global->weights;
+  size_t offset = 0;
+  for (auto& t : aggregate.tensors) {
+    if (t.dtype() != core::DType::kFloat32) continue;
+    for (float& v : t.mutable_f32()) v += (*mean)[offset++];
+  }
+  // Only the sum's existence is known, not who trained on what: the metrics are the count.
+  return PublishRound(std::move(aggregate), n);
 }
 
 bool RoundStateMachine::AllAnswered() const { return answered_.size() == tasks_.size(); }
@@ -162,15 +306,26 @@ absl::Status RoundStateMachine::CloseRound() {
     AbandonRound(StrCat(reported, " valid results, quorum is ", config_.min_results));
     return MaybeStartRound();
   }
-  const absl::Time t0 = deps_.clock->Now();
-  auto global = deps_.store->Current();
   auto aggregate = std::move(*aggregator_).Report();
   aggregator_.reset();
   if (!aggregate.ok()) {
     AbandonRound(std::string(aggregate.status().message()));
     return MaybeStartRound();
   }
-  auto next = deps_.strategy->NextGlobalModel(*global->weights, *std::move(aggregate));
+  return PublishRound(*std::move(aggregate), reported);
+}
+
+absl::Status RoundStateMachine::PublishRound(core::ModelWeights aggregate, int reported) {
+  const absl::Time t0 = deps_.clock->Now();
+  auto global = deps_.store->Current();
+  auto next = deps_.strategy->NextGlobalModel(*global->weights, std::move(aggregate));
+  if (next.ok() && config_.dp.noise_multiplier > 0) {
+    // Gaussian noise on the mean of `reported` clipped updates, i.e. on the new model.
+    const double stddev = config_.dp.noise_multiplier * config_.dp.clip_norm / std::max(reported, 1);
+    core::Rng noise(config_.dp.noise_seed != 0 ? core::DeriveSeed(config_.dp.noise_seed, {round_})
+                                               : security::dp::SecureSeed());
+    if (absl::Status s = security::dp::AddGaussianNoise(*next, stddev, noise); !s.ok()) next = s;
+  }
   if (next.ok()) {
     if (absl::Status finite = next->CheckFinite(); !finite.ok()) next = finite;
   }
@@ -205,10 +360,24 @@ absl::Status RoundStateMachine::CloseRound() {
     return MaybeStartRound();
   }
   summary.model_version = deps_.store->Current()->version;
+  if (accountant_) {
+    // The released model spends privacy: account for it, durably, before anyone sees it finish.
+    TESSERA_RETURN_IF_ERROR(accountant_->Step(config_.dp.noise_multiplier, sampling_rate_));
+    if (!config_.privacy_state_file.empty()) {
+      TESSERA_RETURN_IF_ERROR(core::WriteFileAtomic(config_.privacy_state_file, accountant_->Serialize()));
+    }
+    summary.epsilon = epsilon();
+  }
   summary.aggregate_time = deps_.clock->Now() - t0 - summary.eval_time;
   summary.duration = deps_.clock->Now() - opened_at_;
   FinishRound(std::move(summary));
   return MaybeStartRound();
+}
+
+double RoundStateMachine::epsilon() const {
+  if (!accountant_) return 0;
+  auto eps = accountant_->Epsilon(config_.dp.delta);
+  return eps.ok() ? *eps : std::numeric_limits<double>::infinity();
 }
 
 void RoundStateMachine::AbandonRound(std::string reason) {
@@ -228,7 +397,9 @@ void RoundStateMachine::AbandonRound(std::string reason) {
   FinishRound(std::move(summary));
 }
 
+
 void RoundStateMachine::FinishRound(RoundSummary summary) {
+  secagg_.reset();
   accepted_last_round_ = std::move(accepted_);
   accepted_.clear();
   deps_.sender->EndRound(round_);

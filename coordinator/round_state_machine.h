@@ -16,6 +16,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,6 +27,8 @@
 #include "coordinator/client_registry.h"
 #include "coordinator/client_sender.h"
 #include "coordinator/model_store.h"
+#include "coordinator/secagg_round.h"
+#include "security/dp/accountant.h"
 #include "coordinator/strategy.h"
 #include "core/clock.h"
 #include "core/federation.h"
@@ -43,6 +46,21 @@ struct RoundConfig {
   int min_results = 1;  // quorum: valid results a round needs to publish a model
   int64_t max_num_examples = int64_t{1} << 31;
   uint64_t seed = 0;  // sampling stream
+  // When set, every round aggregates through a SecAgg+ session: the coordinator learns only the
+  // sum of the clients' fixed-point encoded updates (deltas), never one of them.
+  std::optional<security::secagg::SecAggConfig> secure_aggregation;
+  // DP-FedAvg (McMahan et al. 2018): clients clip their update to clip_norm; the server adds
+  // N(0, (noise_multiplier * clip_norm / m)^2) to the mean of m updates; an RDP accountant tracks
+  // epsilon at `delta`, and a round that would exceed `epsilon_budget` (> 0) does not start.
+  struct Dp {
+    double clip_norm = 0;  // 0: off
+    double noise_multiplier = 0;
+    double delta = 1e-5;
+    double epsilon_budget = 0;  // 0: no budget
+    uint64_t noise_seed = 0;    // 0: a fresh CSPRNG seed per round (deployments)
+  } dp;
+  // Where the privacy accountant's state is kept across restarts ("" = memory only).
+  std::string privacy_state_file;
 };
 
 struct RoundSummary {
@@ -59,6 +77,7 @@ struct RoundSummary {
   absl::Duration duration;               // open to close
   absl::Duration aggregate_time;         // closing: report + next model + store
   absl::Duration eval_time;
+  double epsilon = 0;  // privacy spent so far (DP runs), at RoundConfig::dp.delta
 };
 
 class RoundObserver {
@@ -91,6 +110,15 @@ class RoundStateMachine {
   // NOT_FOUND: no such task for this client in this round.
   // INVALID_ARGUMENT: num_examples out of (0, cap], wrong layout, NaN/Inf (counted as rejected).
   absl::StatusOr<core::UploadAck> OnTrainResult(const core::ClientId& client, core::TrainResult result);
+  // A client's SecAgg+ message for the open round. Returns the client's reply when it is
+  // already there (the stage closed), nullopt while the stage is open. FAILED_PRECONDITION
+  // when no secure round is open or the ref is stale; NOT_FOUND for an unknown task.
+  absl::StatusOr<std::optional<security::secagg::StageReply>> OnSecAggMessage(
+      const core::ClientId& client, const core::RoundRef& ref, const security::secagg::StageRequest& request);
+  // The client's reply for `stage` once it closed; nullptr while open. `session_gone` is set
+  // when the ref's session no longer runs (its round closed or was abandoned).
+  const security::secagg::StageReply* SecAggReply(const core::ClientId& client, const core::RoundRef& ref,
+                                                  security::secagg::Stage stage, bool* session_gone) const;
   // A sampled client went away; the round may close early if nobody else is pending.
   absl::Status OnClientDropped(const core::ClientId& client);
   // Closes or abandons the open round at its deadline, then tries to open the next.
@@ -103,10 +131,18 @@ class RoundStateMachine {
   core::RoundNumber current_round() const { return round_; }
   core::ModelVersion global_model_version() const { return deps_.store->Current()->version; }
   const std::vector<RoundSummary>& history() const { return history_; }
+  // Why the run finished early ("" when it ran every round).
+  const std::string& finish_reason() const { return finish_reason_; }
+  double epsilon() const;
 
  private:
   RoundStateMachine(RoundConfig config, RoundDeps deps);
   absl::Status CloseRound();
+  // Publishes `aggregate` (the mean of the round's weights) as the next model.
+  absl::Status PublishRound(core::ModelWeights aggregate, int reported);
+  absl::Status AdvanceSecAgg();
+  absl::Status CloseSecAggRound();
+  absl::Status CheckRef(const core::ClientId& client, const core::RoundRef& ref) const;
   void AbandonRound(std::string reason);
   void FinishRound(RoundSummary summary);
   bool AllAnswered() const;
@@ -124,9 +160,13 @@ class RoundStateMachine {
   int rejected_ = 0;
   int dropped_ = 0;
   std::unique_ptr<aggregation::Aggregator> aggregator_;
+  std::unique_ptr<SecAggRound> secagg_;  // secure rounds only
   core::Metrics metric_sums_;     // per metric: sum of num_examples * value
   core::Metrics metric_weights_;  // per metric: sum of num_examples of the clients reporting it
   std::vector<RoundSummary> history_;
+  std::unique_ptr<security::dp::RdpAccountant> accountant_;  // DP runs only
+  double sampling_rate_ = 1.0;                               // of the open round
+  std::string finish_reason_;
 };
 
 std::string_view RoundOutcomeName(RoundOutcome outcome);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "core/ids.h"
@@ -32,6 +33,27 @@ struct TrainConfig {
   uint64_t seed = 0;  // the client derives its shuffling stream from (seed, round, client)
 };
 
+// A round with secure aggregation: what a sampled client needs to take part in the SecAgg+
+// session (security/secagg/). Plain data, so that core stays free of the protocol.
+struct SecureAggregationSpec {
+  std::vector<std::string> participants;  // the round's sampled client ids; participant p = [p - 1]
+  uint32_t self = 0;                      // this client's participant id (1..n)
+  int neighbours = 0;                     // k
+  int threshold = 0;                      // t
+  uint64_t graph_seed = 0;
+  int modulus_bits = 64;
+  double clip = 1.0;     // fixed point: each coordinate of the update (a delta) clipped to [-clip, clip]
+  int bits = 16;         // quantization bits per coordinate
+  int64_t weight_cap = 1 << 16;  // num_examples is capped to this
+  int vector_length = 0;         // elements of the masked vector (model floats + 1 for the weight)
+  absl::Duration stage_deadline = absl::Minutes(2);
+};
+
+// Differential privacy asked of the client: clip the update (delta) to this L2 norm.
+struct ClientDpSpec {
+  double clip_norm = 0;  // 0: no clipping
+};
+
 struct TrainTask {
   RoundRef ref;
   ModelVersion model_version = 0;
@@ -39,6 +61,8 @@ struct TrainTask {
   std::string model_sha256;   // 32 raw bytes
   TrainConfig config;
   absl::Time deadline = absl::InfiniteFuture();
+  std::optional<SecureAggregationSpec> secure_aggregation;  // set: the result goes through SecAgg+
+  ClientDpSpec dp;
 };
 
 // A client's result: its locally trained weights, the examples it trained on, its metrics.

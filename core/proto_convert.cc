@@ -101,6 +101,22 @@ void ToProto(const TrainTask& task, v1::TrainTask* out) {
   out->set_model_sha256(task.model_sha256);
   ToProto(task.config, out->mutable_config());
   out->set_deadline_unix_ms(task.deadline == absl::InfiniteFuture() ? 0 : absl::ToUnixMillis(task.deadline));
+  out->set_dp_clip_norm(task.dp.clip_norm);
+  if (task.secure_aggregation) {
+    const SecureAggregationSpec& a = *task.secure_aggregation;
+    v1::SecureAggregationSpec* p = out->mutable_secure_aggregation();
+    for (const auto& id : a.participants) p->add_participants(id);
+    p->set_self(a.self);
+    p->set_neighbours(a.neighbours);
+    p->set_threshold(a.threshold);
+    p->set_graph_seed(a.graph_seed);
+    p->set_modulus_bits(a.modulus_bits);
+    p->set_clip(a.clip);
+    p->set_bits(a.bits);
+    p->set_weight_cap(a.weight_cap);
+    p->set_vector_length(a.vector_length);
+    p->set_stage_deadline_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(a.stage_deadline)));
+  }
 }
 
 TrainTask FromProto(const v1::TrainTask& p) {
@@ -111,6 +127,23 @@ TrainTask FromProto(const v1::TrainTask& p) {
   t.model_sha256 = p.model_sha256();
   t.config = FromProto(p.config());
   t.deadline = p.deadline_unix_ms() == 0 ? absl::InfiniteFuture() : absl::FromUnixMillis(p.deadline_unix_ms());
+  t.dp.clip_norm = p.dp_clip_norm();
+  if (p.has_secure_aggregation()) {
+    const v1::SecureAggregationSpec& a = p.secure_aggregation();
+    SecureAggregationSpec spec;
+    spec.participants.assign(a.participants().begin(), a.participants().end());
+    spec.self = a.self();
+    spec.neighbours = a.neighbours();
+    spec.threshold = a.threshold();
+    spec.graph_seed = a.graph_seed();
+    spec.modulus_bits = a.modulus_bits();
+    spec.clip = a.clip();
+    spec.bits = a.bits();
+    spec.weight_cap = a.weight_cap();
+    spec.vector_length = a.vector_length();
+    spec.stage_deadline = absl::Milliseconds(a.stage_deadline_ms());
+    t.secure_aggregation = std::move(spec);
+  }
   return t;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <random>
+#include <string_view>
 
 namespace tessera::core {
 
@@ -15,6 +16,17 @@ constexpr uint64_t Mix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
+}
+
+// A 64-bit hash of a string that is the same on every platform and standard library (FNV-1a
+// folded through Mix64), for deriving streams from client ids.
+constexpr uint64_t StableHash(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : s) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return Mix64(h);
 }
 
 // Seed of the stream `ids` under `seed`.

@@ -25,4 +25,14 @@ absl::StatusOr<core::UploadAck> InMemoryChannel::UploadResult(const core::Client
   return coordinator_->SubmitResult(client, result);
 }
 
+absl::StatusOr<security::secagg::StageReply> InMemoryChannel::SecAggStep(
+    const core::ClientId& client, const core::TrainTask& task, const security::secagg::StageRequest& request,
+    absl::Duration max_wait) {
+  std::promise<absl::StatusOr<security::secagg::StageReply>> promise;
+  auto future = promise.get_future();
+  coordinator_->SecAggStep(client, task.ref, request, max_wait,
+                           [&promise](absl::StatusOr<security::secagg::StageReply> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
 }  // namespace tessera::simulations

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <thread>
 
 #include "client/client_runtime.h"
@@ -34,6 +35,92 @@ struct VirtualClient {
   DatasetView eval;
 };
 
+// Limits how many virtual clients train at once in secure rounds, where every sampled client
+// runs on a thread of its own (it waits on the others between stages).
+class TrainingGate {
+ public:
+  explicit TrainingGate(int slots) : slots_(slots) {}
+  void Acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return slots_ > 0; });
+    --slots_;
+  }
+  void Release() {
+    {
+      std::lock_guard lock(mu_);
+      ++slots_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int slots_;
+};
+
+class GatedTrainer final : public client::Trainer {
+ public:
+  GatedTrainer(client::Trainer* inner, TrainingGate* gate) : inner_(inner), gate_(gate) {}
+  absl::StatusOr<client::TrainOutput> Train(const core::ModelWeights& global, const core::TrainConfig& c) override {
+    gate_->Acquire();
+    auto out = inner_->Train(global, c);
+    gate_->Release();
+    return out;
+  }
+  absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& w) override {
+    gate_->Acquire();
+    auto out = inner_->Evaluate(w);
+    gate_->Release();
+    return out;
+  }
+
+ private:
+  client::Trainer* inner_;
+  TrainingGate* gate_;
+};
+
+// A virtual client that drops out before a stage: the channel fails instead of sending.
+class DroppingChannel final : public client::CoordinatorChannel {
+ public:
+  DroppingChannel(client::CoordinatorChannel* inner, int drop_before) : inner_(inner), drop_before_(drop_before) {}
+  absl::StatusOr<core::RegisterReply> Register(const ClientId& c, const std::map<std::string, std::string>& p) override {
+    return inner_->Register(c, p);
+  }
+  absl::Status Heartbeat(const ClientId& c) override { return inner_->Heartbeat(c); }
+  absl::StatusOr<core::PullTaskReply> PullTask(const ClientId& c, absl::Duration w) override {
+    return inner_->PullTask(c, w);
+  }
+  absl::StatusOr<core::ModelWeights> DownloadModel(const ClientId& c, const core::TrainTask& t) override {
+    return inner_->DownloadModel(c, t);
+  }
+  absl::StatusOr<core::UploadAck> UploadResult(const ClientId& c, const core::TrainResult& r) override {
+    if (drop_before_ == kBeforeUpload) return Dropped();
+    return inner_->UploadResult(c, r);
+  }
+  absl::StatusOr<security::secagg::StageReply> SecAggStep(const ClientId& c, const core::TrainTask& t,
+                                                          const security::secagg::StageRequest& r,
+                                                          absl::Duration w) override {
+    if (static_cast<int>(r.stage()) >= drop_before_) return Dropped();
+    return inner_->SecAggStep(c, t, r, w);
+  }
+  static constexpr int kBeforeUpload = 100;
+
+ private:
+  static absl::Status Dropped() { return absl::CancelledError("simulated dropout"); }
+  client::CoordinatorChannel* inner_;
+  int drop_before_;
+};
+
+absl::StatusOr<int> ParseDropStage(const std::string& stage) {
+  if (stage == "advertise") return 0;
+  if (stage == "share") return 1;
+  if (stage == "masked") return 2;
+  if (stage == "unmasking") return 3;
+  if (stage == "train") return DroppingChannel::kBeforeUpload;
+  return absl::InvalidArgumentError(StrCat("unknown dropout stage '", stage, "' (advertise, share, masked, unmasking, train)"));
+}
+
 // Server-side evaluation of each global model on the test split.
 class TrainerEvaluator final : public coordinator::Evaluator {
  public:
@@ -49,40 +136,78 @@ class TrainerEvaluator final : public coordinator::Evaluator {
 // Runs each task the coordinator hands out on the thread pool, committing results in order.
 class Scheduler final : public coordinator::ClientSender {
  public:
-  Scheduler(const std::vector<VirtualClient>* clients, ct::ModelSpec spec, int threads, int torch_threads)
-      : clients_(clients), spec_(std::move(spec)),
+  Scheduler(const std::vector<VirtualClient>* clients, ct::ModelSpec spec, int threads, int torch_threads,
+            double dropout, int drop_before, uint64_t seed)
+      : clients_(clients), spec_(std::move(spec)), torch_threads_(torch_threads), dropout_(dropout),
+        drop_before_(drop_before), seed_(seed), gate_(threads),
         pool_(threads, [torch_threads] { ct::ConfigureTorchThreads(torch_threads); }) {
     for (size_t i = 0; i < clients->size(); ++i) index_[(*clients)[i].id] = i;
   }
   void set_coordinator(coordinator::Coordinator* c) { coordinator_ = c; }
 
   void SendTask(const ClientId& client, const core::TrainTask& task) override {
-    const uint64_t seq = next_seq_++;  // under the coordinator's lock: in sampling order
     const VirtualClient* vc = &(*clients_)[index_.at(client)];
+    if (task.secure_aggregation) {
+      // Every participant runs at once (the stages wait for each other); the gate bounds
+      // training. The secure sum is exact in integers, so no ordering is needed.
+      std::lock_guard lock(threads_mu_);
+      threads_.emplace_back([this, vc, task] { RunSecure(*vc, task); });
+      return;
+    }
+    const uint64_t seq = next_seq_++;  // under the coordinator's lock: in sampling order
     pool_.Submit([this, vc, task, seq] { RunOne(*vc, task, seq); });
   }
 
-  void Drain() { pool_.Wait(); }
+  void Drain() {
+    pool_.Wait();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(threads_mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+  ~Scheduler() override { Drain(); }
 
  private:
   void WaitTurn(uint64_t seq) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return turn_ == seq; });
   }
-  void RunOne(const VirtualClient& vc, const core::TrainTask& task, uint64_t seq) {
-    absl::Status status = absl::OkStatus();
-    {
-      auto trainer = ct::TorchTrainer::Create(spec_, vc.train, vc.eval);
-      if (!trainer.ok()) {
-        status = trainer.status();
-      } else {
-        InMemoryChannel channel(coordinator_, [this, seq] { WaitTurn(seq); });
-        client::ClientOptions options;
-        options.id = vc.id;
-        client::ClientRuntime runtime(std::move(options), &channel, trainer->get());
-        status = runtime.RunTask(task).status();
-      }
+  // Whether `vc` drops out of `round` (a seeded draw, the same in every run).
+  bool Drops(const VirtualClient& vc, core::RoundNumber round) const {
+    if (dropout_ <= 0) return false;
+    core::Rng rng(seed_, {round, core::StableHash(vc.id.value), 0x64726f70ULL /* "drop" */});
+    return rng.UniformDouble() < dropout_;
+  }
+
+  absl::Status RunTask(const VirtualClient& vc, const core::TrainTask& task, client::CoordinatorChannel* channel,
+                       bool gated) {
+    auto trainer = ct::TorchTrainer::Create(spec_, vc.train, vc.eval);
+    if (!trainer.ok()) return trainer.status();
+    GatedTrainer gated_trainer(trainer->get(), &gate_);
+    DroppingChannel dropping(channel, drop_before_);
+    client::ClientOptions options;
+    options.id = vc.id;
+    client::ClientRuntime runtime(std::move(options), Drops(vc, task.ref.round) ? &dropping : channel,
+                                  gated ? static_cast<client::Trainer*>(&gated_trainer) : trainer->get());
+    return runtime.RunTask(task).status();
+  }
+
+  void RunSecure(const VirtualClient& vc, const core::TrainTask& task) {
+    ct::ConfigureTorchThreads(torch_threads_);
+    InMemoryChannel channel(coordinator_);
+    absl::Status status = RunTask(vc, task, &channel, /*gated=*/true);
+    if (!status.ok()) {
+      core::Logger("simulator")->info("virtual client '{}' left round {}: {}", vc.id.value, task.ref.round,
+                                      std::string(status.message()));
+      coordinator_->ReportFailure(vc.id);
     }
+  }
+
+  void RunOne(const VirtualClient& vc, const core::TrainTask& task, uint64_t seq) {
+    InMemoryChannel channel(coordinator_, [this, seq] { WaitTurn(seq); });
+    absl::Status status = RunTask(vc, task, &channel, /*gated=*/false);
     WaitTurn(seq);
     if (!status.ok()) {
       core::Logger("simulator")->warn("virtual client '{}' failed round {}: {}", vc.id.value, task.ref.round,
@@ -98,6 +223,13 @@ class Scheduler final : public coordinator::ClientSender {
 
   const std::vector<VirtualClient>* clients_;
   const ct::ModelSpec spec_;
+  const int torch_threads_;
+  const double dropout_;
+  const int drop_before_;
+  const uint64_t seed_;
+  TrainingGate gate_;
+  std::mutex threads_mu_;
+  std::vector<std::thread> threads_;  // GUARDED_BY(threads_mu_): secure-round participants
   std::map<ClientId, size_t> index_;
   coordinator::Coordinator* coordinator_ = nullptr;
   uint64_t next_seq_ = 0;
@@ -118,6 +250,13 @@ absl::Status Validate(const SimulationOptions& o) {
     return absl::InvalidArgumentError("the client test fraction must be in [0, 1)");
   }
   if (o.threads < 0) return absl::InvalidArgumentError("--threads must not be negative");
+  if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
+  if (!(o.dp_clip_norm >= 0) || !(o.dp_noise_multiplier >= 0)) {
+    return absl::InvalidArgumentError("--dp-clip-norm and --dp-noise-multiplier must not be negative");
+  }
+  if (o.dp_noise_multiplier > 0 && o.dp_clip_norm <= 0) {
+    return absl::InvalidArgumentError("DP noise needs a clip norm (--dp-clip-norm)");
+  }
   return absl::OkStatus();
 }
 
@@ -171,7 +310,16 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"partition", o.partition}, {"local_epochs", o.local_epochs},
                       {"batch_size", o.batch_size}, {"lr", o.learning_rate},
                       {"seed", o.seed},           {"client_test_fraction", o.client_test_fraction},
-                      {"threads", o.threads},     {"server_eval", o.server_eval}};
+                      {"threads", o.threads},     {"server_eval", o.server_eval},
+                      {"secure_aggregation", o.secure_aggregation},
+                      {"dropout", o.dropout},     {"dropout_stage", o.dropout_stage},
+                      {"dp_clip_norm", o.dp_clip_norm}, {"dp_noise_multiplier", o.dp_noise_multiplier}};
+  if (o.secure_aggregation) {
+    j["secagg"] = {{"neighbours", o.secagg.neighbours}, {"threshold", o.secagg.threshold},
+                   {"clip", o.secagg.fixed_point.clip}, {"bits", o.secagg.fixed_point.bits},
+                   {"modulus_bits", o.secagg.fixed_point.modulus_bits},
+                   {"expected_dropout", o.secagg.expected_dropout}};
+  }
   return j.dump();
 }
 
@@ -228,7 +376,19 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   copts.liveness_timeout = absl::InfiniteDuration();  // virtual clients do not heartbeat
   if (!o.output_dir.empty()) copts.model_dir = (std::filesystem::path(o.output_dir) / "models").string();
 
-  Scheduler scheduler(&clients, spec, threads, torch_threads);
+  TESSERA_ASSIGN_OR_RETURN(int drop_before, ParseDropStage(o.dropout_stage));
+  if (o.secure_aggregation) {
+    const int expected = std::max(2, static_cast<int>(std::ceil(o.fraction * o.num_clients - 1e-9)));
+    TESSERA_RETURN_IF_ERROR(security::secagg::ResolveConfig(o.secagg, expected).status());
+    copts.round.secure_aggregation = o.secagg;
+  }
+  copts.round.dp.clip_norm = o.dp_clip_norm;
+  copts.round.dp.noise_multiplier = o.dp_noise_multiplier;
+  copts.round.dp.delta = o.dp_delta;
+  copts.round.dp.epsilon_budget = o.dp_epsilon_budget;
+  copts.round.dp.noise_seed = core::DeriveSeed(o.seed, {0x6e6f697365ULL /* "noise" */});
+  if (!o.output_dir.empty()) copts.round.privacy_state_file = (std::filesystem::path(o.output_dir) / "privacy.txt").string();
+  Scheduler scheduler(&clients, spec, threads, torch_threads, o.dropout, drop_before, o.seed);
   coordinator::CoordinatorDeps deps;
   deps.evaluator = evaluator.get();
   deps.observer = log.get();

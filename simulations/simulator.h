@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/round_state_machine.h"
+#include "security/secagg/config.h"
 
 namespace tessera::simulations {
 
@@ -32,6 +33,18 @@ struct SimulationOptions {
   int threads = 0;                    // 0: the machine's cores
   bool server_eval = true;            // evaluate each global model on the test split
   std::string output_dir;             // metrics.jsonl, summary.json, models/ ("" = none)
+  // Secure aggregation: every round through a SecAgg+ session.
+  bool secure_aggregation = false;
+  security::secagg::SecAggConfig secagg;
+  // Simulated dropouts: this fraction of each round's sampled clients drops out before
+  // `dropout_stage` (advertise, share, masked, unmasking; "train" for plain rounds: before upload).
+  double dropout = 0;
+  std::string dropout_stage = "unmasking";
+  // DP-FedAvg: clip each update to dp_clip_norm (L2) and add Gaussian noise with this multiplier.
+  double dp_clip_norm = 0;
+  double dp_noise_multiplier = 0;
+  double dp_delta = 1e-5;
+  double dp_epsilon_budget = 0;  // 0: no budget
   std::FILE* progress = stdout;       // a line per round (nullptr = quiet)
 };
 

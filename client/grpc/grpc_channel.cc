@@ -9,6 +9,7 @@
 #include "core/proto_convert.h"
 #include "core/sha256.h"
 #include "core/strings.h"
+#include "security/secagg/wire.h"
 
 namespace tessera::client {
 namespace {
@@ -184,6 +185,46 @@ absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core:
   });
   if (!s.ok()) return s;
   return core::UploadAck{resp.duplicate(), resp.accepted_round()};
+}
+
+absl::StatusOr<security::secagg::StageReply> GrpcCoordinatorChannel::SecAggStep(
+    const core::ClientId& client, const core::TrainTask& task, const security::secagg::StageRequest& request,
+    absl::Duration max_wait) {
+  const std::string blob = security::secagg::SerializeRequest(request);
+  v1::SecAggChunk header;
+  auto* h = header.mutable_header();
+  h->set_client_id(client.value);
+  core::ToProto(task.ref, h->mutable_ref());
+  h->set_total_bytes(blob.size());
+  h->set_sha256(core::Sha256Digest(blob));
+  h->set_max_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(max_wait)));
+  v1::SecAggStepResponse resp;
+  v1::SecAggChunk chunk;
+  // The stage is idempotent on the coordinator: a retry after a broken stream re-sends it.
+  grpc::Status last;
+  absl::Status s = WithRetry("SecAggStep", [&]() -> absl::Status {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, max_wait + options_.transfer_timeout);
+    auto writer = stub_->SecAggStep(&ctx, &resp);
+    bool ok = writer->Write(header);
+    for (const auto& range : core::SplitIntoChunks(blob.size(), options_.chunk_bytes)) {
+      if (!ok) break;
+      chunk.set_data(blob.data() + range.offset, range.size);
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    absl::Status st = FromGrpc(writer->Finish());
+    // "Stage still open" is the caller's to repeat (it paces it), not a transport failure.
+    if (absl::IsUnavailable(st) && st.message().find("still open") != absl::string_view::npos) {
+      return absl::FailedPreconditionError(std::string(st.message()));
+    }
+    return st;
+  });
+  if (absl::IsFailedPrecondition(s) && s.message().find("still open") != absl::string_view::npos) {
+    return absl::UnavailableError(std::string(s.message()));
+  }
+  if (!s.ok()) return s;
+  return security::secagg::ParseReply(resp.reply());
 }
 
 }  // namespace tessera::client

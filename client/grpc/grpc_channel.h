@@ -42,6 +42,9 @@ class GrpcCoordinatorChannel final : public CoordinatorChannel {
   absl::StatusOr<core::PullTaskReply> PullTask(const core::ClientId& client, absl::Duration max_wait) override;
   absl::StatusOr<core::ModelWeights> DownloadModel(const core::ClientId& client, const core::TrainTask& task) override;
   absl::StatusOr<core::UploadAck> UploadResult(const core::ClientId& client, const core::TrainResult& result) override;
+  absl::StatusOr<security::secagg::StageReply> SecAggStep(const core::ClientId& client, const core::TrainTask& task,
+                                                          const security::secagg::StageRequest& request,
+                                                          absl::Duration max_wait) override;
 
  private:
   GrpcCoordinatorChannel(std::shared_ptr<grpc::Channel> channel, ChannelOptions options, std::string target);

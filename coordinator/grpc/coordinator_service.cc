@@ -5,6 +5,7 @@
 #include "core/logging.h"
 #include "core/proto_convert.h"
 #include "core/strings.h"
+#include "security/secagg/wire.h"
 
 namespace tessera::coordinator {
 
@@ -70,7 +71,7 @@ grpc::ServerUnaryReactor* CoordinatorService::PullTask(grpc::CallbackServerConte
   absl::Duration wait = absl::Milliseconds(req->max_wait_ms());
   const auto client_deadline = absl::FromChrono(ctx->deadline());
   if (client_deadline != absl::InfiniteFuture()) {
-    wait = std::min(wait, client_deadline - absl::Now() - absl::Milliseconds(200));
+    wait = std::min(wait, client_deadline - absl::Now() - absl::Milliseconds(300) /* tick + margin */);
   }
   coordinator_->PullTask(*id, wait, [reactor, resp](absl::StatusOr<core::PullTaskReply> reply) {
     if (reply.ok()) {
@@ -236,6 +237,94 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
 grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc::CallbackServerContext* ctx,
                                                                           v1::UploadResponse* resp) {
   return new UploadReactor(this, ctx, resp);
+}
+
+// Reads a SecAgg+ stage request (header, then chunks), hands it to the coordinator and answers
+// when the coordinator calls back (the stage closed, or the wait ran out).
+class CoordinatorService::SecAggReactor final : public grpc::ServerReadReactor<v1::SecAggChunk> {
+ public:
+  SecAggReactor(CoordinatorService* service, grpc::CallbackServerContext* ctx, v1::SecAggStepResponse* resp)
+      : service_(service), ctx_(ctx), resp_(resp) {
+    StartRead(&msg_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete();
+      return;
+    }
+    absl::Status s;
+    if (!header_seen_) {
+      if (msg_.part_case() != v1::SecAggChunk::kHeader) {
+        s = absl::InvalidArgumentError("a secure aggregation message must start with its header");
+      } else {
+        header_seen_ = true;
+        header_ = std::move(*msg_.mutable_header());
+        auto id = PeerClientId(*ctx_, header_.client_id());
+        s = id.status();
+        if (id.ok()) {
+          client_ = *id;
+          // A masked input is the largest message: one uint64 per model float, plus framing.
+          const uint64_t limit = 2 * service_->coordinator_->global_model()->serialized.size() +
+                                 service_->options_.upload_slack_bytes;
+          auto assembler = core::ChunkAssembler::Begin(header_.total_bytes(), header_.sha256(), limit);
+          s = assembler.status();
+          if (assembler.ok()) assembler_.emplace(*std::move(assembler));
+        }
+      }
+    } else if (msg_.part_case() != v1::SecAggChunk::kData) {
+      s = absl::InvalidArgumentError("a second header in one secure aggregation message");
+    } else {
+      s = assembler_->Append(msg_.data());
+    }
+    if (!s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartRead(&msg_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Complete() {
+    if (!header_seen_) {
+      Finish(ToGrpcStatus(absl::InvalidArgumentError("empty secure aggregation message")));
+      return;
+    }
+    auto blob = std::move(*assembler_).Finish();
+    if (!blob.ok()) {
+      Finish(ToGrpcStatus(blob.status()));
+      return;
+    }
+    auto request = security::secagg::ParseRequest(*blob);
+    if (!request.ok()) {
+      Finish(ToGrpcStatus(request.status()));
+      return;
+    }
+    absl::Duration wait = absl::Milliseconds(header_.max_wait_ms());
+    const auto client_deadline = absl::FromChrono(ctx_->deadline());
+    if (client_deadline != absl::InfiniteFuture()) {
+      wait = std::min(wait, client_deadline - absl::Now() - absl::Milliseconds(300) /* tick + margin */);
+    }
+    service_->coordinator_->SecAggStep(client_, core::FromProto(header_.ref()), *request, wait,
+                                       [this](absl::StatusOr<security::secagg::StageReply> reply) {
+                                         if (reply.ok()) resp_->set_reply(security::secagg::SerializeReply(*reply));
+                                         Finish(ToGrpcStatus(reply.status()));
+                                       });
+  }
+
+  CoordinatorService* service_;
+  grpc::CallbackServerContext* ctx_;
+  v1::SecAggStepResponse* resp_;
+  v1::SecAggChunk msg_;
+  bool header_seen_ = false;
+  v1::SecAggHeader header_;
+  core::ClientId client_;
+  std::optional<core::ChunkAssembler> assembler_;
+};
+
+grpc::ServerReadReactor<v1::SecAggChunk>* CoordinatorService::SecAggStep(grpc::CallbackServerContext* ctx,
+                                                                        v1::SecAggStepResponse* resp) {
+  return new SecAggReactor(this, ctx, resp);
 }
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coordinator* coordinator,

@@ -36,6 +36,8 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                                           const v1::DownloadModelRequest* req) override;
   grpc::ServerReadReactor<v1::UploadChunk>* UploadResult(grpc::CallbackServerContext* ctx,
                                                          v1::UploadResponse* resp) override;
+  grpc::ServerReadReactor<v1::SecAggChunk>* SecAggStep(grpc::CallbackServerContext* ctx,
+                                                       v1::SecAggStepResponse* resp) override;
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
   // certificate's identity (PERMISSION_DENIED otherwise).
@@ -44,6 +46,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 
  private:
   class UploadReactor;
+  class SecAggReactor;
   Coordinator* coordinator_;
   ServiceOptions options_;
 };

@@ -1,0 +1,95 @@
+// Stage 3 of the server: rebuild the survivors' self-mask seeds and the dropped participants'
+// mask keys from t shares each, and strip every mask that does not cancel from the sum.
+#include "core/status.h"
+#include "core/strings.h"
+#include "security/secagg/server.h"
+
+namespace tessera::security::secagg {
+
+using core::StrCat;
+
+absl::Status SecAggServer::OnUnmasking(ParticipantId from, const UnmaskingResponse& msg) {
+  TESSERA_RETURN_IF_ERROR(ExpectStage(ServerStage::kUnmasking));
+  TESSERA_RETURN_IF_ERROR(CheckParticipant(from));
+  auto req = requests_.find(from);
+  if (req == requests_.end()) return absl::FailedPreconditionError(StrCat("participant ", from, " was not asked to unmask"));
+  if (responses_.contains(from)) return absl::FailedPreconditionError(StrCat("participant ", from, " already answered"));
+  // The answer must be exactly what was asked: b shares of survivors, s_sk shares of the dropped.
+  const auto& r = req->second;
+  std::set<ParticipantId> survivors(r.survivors.begin(), r.survivors.end());
+  std::set<ParticipantId> dropped(r.dropped.begin(), r.dropped.end());
+  if (msg.self_mask_shares.size() != survivors.size() || msg.key_shares.size() != dropped.size()) {
+    return absl::InvalidArgumentError(StrCat("participant ", from, " answered a different unmasking request"));
+  }
+  for (const auto& [p, share] : msg.self_mask_shares) {
+    if (!survivors.contains(p) || share.x != from) {
+      return absl::InvalidArgumentError(StrCat("participant ", from, " sent a self-mask share it was not asked for"));
+    }
+  }
+  for (const auto& [p, share] : msg.key_shares) {
+    if (!dropped.contains(p) || share.x != from) {
+      return absl::InvalidArgumentError(StrCat("participant ", from, " sent a key share it was not asked for"));
+    }
+  }
+  responses_[from] = msg;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> SecAggServer::CloseUnmasking() {
+  TESSERA_RETURN_IF_ERROR(ExpectStage(ServerStage::kUnmasking));
+  const uint64_t mask = params_.modulus_mask();
+  // Gather shares by owner.
+  std::map<ParticipantId, std::vector<ShamirShare>> seed_shares;  // of survivors' b
+  std::map<ParticipantId, std::vector<ShamirShare>> key_shares;   // of dropped s_sk
+  for (const auto& [from, resp] : responses_) {
+    for (const auto& [p, share] : resp.self_mask_shares) seed_shares[p].push_back(share);
+    for (const auto& [p, share] : resp.key_shares) key_shares[p].push_back(share);
+  }
+  // Remove each survivor's self mask.
+  for (ParticipantId u : u3_) {
+    auto& shares = seed_shares[u];
+    if (static_cast<int>(shares.size()) < params_.threshold) {
+      return AbortWith(StrCat("only ", shares.size(), " shares of participant ", u, "'s self mask, threshold is ",
+                              params_.threshold));
+    }
+    auto seed = ShamirCombine(shares, params_.threshold, 32);
+    if (!seed.ok()) return AbortWith(StrCat("cannot rebuild the self mask of ", u, ": ", seed.status().message()));
+    auto key = SelfMaskKey(seed->span(), u, session_id_);
+    if (!key.ok()) return AbortWith(std::string(key.status().message()));
+    if (absl::Status s = ApplyMask(sum_, key->span(), /*add=*/false, mask); !s.ok()) return AbortWith(std::string(s.message()));
+  }
+  // Remove the pairwise masks survivors shared with participants that dropped after ShareKeys.
+  for (ParticipantId v : u2_) {
+    if (u3_.contains(v)) continue;
+    std::vector<ParticipantId> masked_with;
+    for (ParticipantId u : graph_.Neighbours(v)) {
+      if (u3_.contains(u)) masked_with.push_back(u);
+    }
+    if (masked_with.empty()) continue;
+    auto& shares = key_shares[v];
+    if (static_cast<int>(shares.size()) < params_.threshold) {
+      return AbortWith(StrCat("only ", shares.size(), " shares of dropped participant ", v, "'s key, threshold is ",
+                              params_.threshold));
+    }
+    auto sk = ShamirCombine(shares, params_.threshold, 32);
+    if (!sk.ok()) return AbortWith(StrCat("cannot rebuild the key of ", v, ": ", sk.status().message()));
+    auto pair = X25519KeyPair::FromPrivate(sk->span());
+    if (!pair.ok()) return AbortWith(std::string(pair.status().message()));
+    if (pair->public_key() != keys_.at(v).s_pk) {
+      return AbortWith(StrCat("the rebuilt key of ", v, " does not match its advertised key"));
+    }
+    for (ParticipantId u : masked_with) {
+      auto key = PairwiseMaskKey(*pair, v, keys_.at(u).s_pk, u, session_id_);
+      if (!key.ok()) return AbortWith(std::string(key.status().message()));
+      // u added +PRG(s_uv) if u > v, else -PRG(s_uv): undo it.
+      if (absl::Status s = ApplyMask(sum_, key->span(), /*add=*/u < v, mask); !s.ok()) {
+        return AbortWith(std::string(s.message()));
+      }
+    }
+  }
+  stage_ = ServerStage::kDone;
+  responses_.clear();
+  return std::move(sum_);
+}
+
+}  // namespace tessera::security::secagg
