@@ -111,6 +111,14 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTa
 
   core::TrainConfig config;
   TESSERA_ASSIGN_OR_RETURN(Trained trained, DownloadAndTrain(task, &config));
+  if (options_.on_upload) {
+    core::TrainResult plain;
+    plain.ref = task.ref;
+    plain.num_examples = trained.output.num_examples;
+    plain.metrics = trained.output.metrics;
+    plain.weights = trained.output.weights;
+    options_.on_upload(plain);
+  }
   // The update is the delta to the global model, float tensors in order.
   core::ModelWeights delta = std::move(trained.output.weights);
   for (size_t i = 0; i < delta.tensors.size(); ++i) {

@@ -46,7 +46,8 @@ struct ClientOptions {
   std::map<std::string, std::string> properties;
   absl::Duration poll_wait = absl::Seconds(20);
   bool evaluate_locally = true;  // evaluate the trained model on the local held-out split
-  // Called with every result just before it is uploaded (e.g. to keep an audit copy).
+  // Called with every result just before it is uploaded (e.g. to keep an audit copy). In a
+  // secure round it is the plaintext result before masking, which never leaves the device.
   std::function<void(const core::TrainResult&)> on_upload;
 };
 

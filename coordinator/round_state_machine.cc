@@ -200,15 +200,17 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
 }
 
 absl::Status RoundStateMachine::OnClientDropped(const ClientId& client) {
-  if (phase_ != RoundPhase::kTraining || !tasks_.contains(client) || answered_.contains(client)) {
-    return absl::OkStatus();
-  }
-  ++dropped_;
-  answered_.insert(client);
+  if (phase_ != RoundPhase::kTraining || !tasks_.contains(client)) return absl::OkStatus();
   if (secagg_) {
+    // A client whose masked input is in may still drop before unmasking: the session must
+    // know, so that the unmasking stage does not wait for it.
+    if (answered_.insert(client).second) ++dropped_;
     secagg_->OnDropped(client);
     return AdvanceSecAgg();
   }
+  if (answered_.contains(client)) return absl::OkStatus();
+  ++dropped_;
+  answered_.insert(client);
   if (AllAnswered()) return CloseRound();
   return absl::OkStatus();
 }
