@@ -2,6 +2,7 @@
 //   tessera simulate     a whole federation in one process
 //   tessera coordinator  serve a federated run over gRPC
 //   tessera client       take part in a run with local private data
+//   tessera certs        create the federation's CA and issue mTLS certificates (certs_command.h)
 // Every failure is one line on stderr and a nonzero exit: 2 for bad usage or configuration,
 // 1 for a run that could not complete.
 #include <malloc.h>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/certs_command.h"
 #include "cli/config.h"
 #include "client/client_runtime.h"
 #include "client/data/csv_reader.h"
@@ -30,6 +32,7 @@
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "simulations/partitioner.h"
+#include "security/dp/adaptive_clipping.h"
 #include "security/secagg/config.h"
 #include "simulations/simulator.h"
 
@@ -111,10 +114,9 @@ struct PrivacyArgs {
   bool secure_aggregation = false;
   security::secagg::SecAggConfig secagg;
   double stage_timeout = 120;
-  double dp_clip_norm = 0;
-  double dp_noise_multiplier = 0;
-  double dp_delta = 1e-5;
-  double dp_epsilon_budget = 0;
+  coordinator::RoundConfig::Dp dp;
+  bool adaptive_clipping = false;
+  security::dp::AdaptiveClippingConfig adaptive;
 };
 
 void AddPrivacy(CLI::App* sub, PrivacyArgs* a) {
@@ -137,18 +139,32 @@ void AddPrivacy(CLI::App* sub, PrivacyArgs* a) {
       ->capture_default_str();
   sub->add_option("--secure-aggregation-stage-timeout", a->stage_timeout, "Seconds each key/unmasking stage may take")
       ->capture_default_str();
-  sub->add_option("--dp-clip-norm", a->dp_clip_norm, "DP-FedAvg: clip each update to this L2 norm (0: off)")
+  sub->add_option("--dp-clip-norm", a->dp.clip_norm, "DP-FedAvg: clip each update to this L2 norm (0: off)")
       ->capture_default_str();
-  sub->add_option("--dp-noise-multiplier", a->dp_noise_multiplier, "DP-FedAvg: Gaussian noise z (stddev z*S/m)")
+  sub->add_option("--dp-noise-multiplier", a->dp.noise_multiplier, "DP-FedAvg: Gaussian noise z (stddev z*S/m)")
       ->capture_default_str();
-  sub->add_option("--dp-delta", a->dp_delta, "DP: delta at which epsilon is reported")->capture_default_str();
-  sub->add_option("--dp-epsilon-budget", a->dp_epsilon_budget, "DP: no round starts that would exceed this (0: none)")
+  sub->add_option("--dp-delta", a->dp.delta, "DP: delta at which epsilon is reported")->capture_default_str();
+  sub->add_option("--dp-epsilon-budget", a->dp.epsilon_budget, "DP: no round starts that would exceed this (0: none)")
+      ->capture_default_str();
+  sub->add_flag("--dp-adaptive-clipping", a->adaptive_clipping,
+                "Adaptive clipping (Andrew et al. 2021), starting from --dp-clip-norm");
+  sub->add_option("--dp-target-quantile", a->adaptive.target_quantile, "Adaptive clipping: quantile of update norms")
+      ->capture_default_str();
+  sub->add_option("--dp-clip-learning-rate", a->adaptive.learning_rate, "Adaptive clipping: geometric step eta")
+      ->capture_default_str();
+  sub->add_option("--dp-clipped-count-stddev", a->adaptive.clipped_count_stddev,
+                  "Adaptive clipping: noise on the count of unclipped clients")
       ->capture_default_str();
 }
 
 absl::Status ApplyPrivacy(PrivacyArgs& a) {
   if (!(a.stage_timeout > 0)) return absl::InvalidArgumentError("--secure-aggregation-stage-timeout must be positive");
   a.secagg.stage_deadline = absl::Seconds(a.stage_timeout);
+  if (a.adaptive_clipping) {
+    if (!(a.dp.clip_norm > 0)) return absl::InvalidArgumentError("--dp-adaptive-clipping starts from --dp-clip-norm > 0");
+    a.adaptive.initial_clip = a.dp.clip_norm;
+    a.dp.adaptive = a.adaptive;
+  }
   return absl::OkStatus();
 }
 
@@ -194,10 +210,7 @@ int RunSimulate(CLI::App* sub, SimulateArgs& a) {
   a.options.progress = a.quiet ? nullptr : stdout;
   a.options.secure_aggregation = a.privacy.secure_aggregation;
   a.options.secagg = a.privacy.secagg;
-  a.options.dp_clip_norm = a.privacy.dp_clip_norm;
-  a.options.dp_noise_multiplier = a.privacy.dp_noise_multiplier;
-  a.options.dp_delta = a.privacy.dp_delta;
-  a.options.dp_epsilon_budget = a.privacy.dp_epsilon_budget;
+  a.options.dp = a.privacy.dp;
   auto report = simulations::RunSimulation(a.options);
   if (!report.ok()) return Fail("simulate", report.status());
   const auto& rounds = report->rounds;
@@ -232,6 +245,7 @@ struct CoordinatorArgs {
   double linger = 5;
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string allow_list, revoked;  // client-id files (certs_command.h)
   PrivacyArgs privacy;
 };
 
@@ -263,6 +277,8 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--tls-cert", a->tls_cert, "Server certificate (PEM)");
   sub->add_option("--tls-key", a->tls_key, "Server private key (PEM)");
   sub->add_option("--tls-client-ca", a->tls_client_ca, "CA (PEM) whose certificates clients must present (mTLS)");
+  sub->add_option("--allow-list", a->allow_list, "Only the client ids in this file may take part (one per line, # comments)");
+  sub->add_option("--revoked", a->revoked, "Client ids refused (one per line); ids added while running are revoked at once");
   AddPrivacy(sub, &a->privacy);
 }
 
@@ -327,11 +343,18 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   opts.round.seed = a.seed;
   if (!a.output.empty()) opts.model_dir = (std::filesystem::path(a.output) / "models").string();
   if (a.privacy.secure_aggregation) opts.round.secure_aggregation = a.privacy.secagg;
-  opts.round.dp.clip_norm = a.privacy.dp_clip_norm;
-  opts.round.dp.noise_multiplier = a.privacy.dp_noise_multiplier;
-  opts.round.dp.delta = a.privacy.dp_delta;
-  opts.round.dp.epsilon_budget = a.privacy.dp_epsilon_budget;
+  opts.round.dp = a.privacy.dp;
   if (!a.output.empty()) opts.round.privacy_state_file = (std::filesystem::path(a.output) / "privacy.txt").string();
+  if (!a.allow_list.empty()) {
+    auto allowed = ReadClientIdList(a.allow_list);
+    if (!allowed.ok()) return Fail(cmd, allowed.status());
+    opts.allowed_clients = *std::move(allowed);
+  }
+  if (!a.revoked.empty()) {
+    auto revoked = ReadClientIdList(a.revoked);
+    if (!revoked.ok()) return Fail(cmd, revoked.status());
+    opts.revoked_clients = *std::move(revoked);
+  }
   coordinator::CoordinatorDeps deps;
   deps.evaluator = evaluator.get();
   deps.observer = log->get();
@@ -349,7 +372,9 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
       return Fail(cmd, s);
     }
   }
+  RevocationWatcher revocations(a.revoked, opts.revoked_clients, coord->get());
   while (!g_stop && !(*coord)->WaitFinished(absl::Milliseconds(200))) {
+    revocations.Poll();
   }
   if (!g_stop) {
     const absl::Time until = absl::Now() + absl::Seconds(a.linger);
@@ -381,6 +406,7 @@ struct ClientArgs {
   int connect_attempts = 8;
   bool insecure = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;
+  bool secure_aggregation = false;
 };
 
 void AddClient(CLI::App& app, ClientArgs* a) {
@@ -405,6 +431,8 @@ void AddClient(CLI::App& app, ClientArgs* a) {
   sub->add_option("--tls-cert", a->tls_cert, "Client certificate (PEM) for mutual TLS");
   sub->add_option("--tls-key", a->tls_key, "Client private key (PEM)");
   sub->add_option("--tls-server-name", a->tls_server_name, "Expected name in the coordinator's certificate");
+  sub->add_flag("--secure-aggregation", a->secure_aggregation,
+                "Take part only in securely aggregated rounds: never send a plaintext update");
 }
 
 int RunClient(CLI::App* sub, ClientArgs& a) {
@@ -448,6 +476,7 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
 
   client::ClientOptions options;
   options.id = core::ClientId{a.id};
+  options.require_secure_aggregation = a.secure_aggregation;
   if (!a.save_uploads.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(a.save_uploads, ec);
@@ -489,9 +518,11 @@ int main(int argc, char** argv) {
   SimulateArgs sim;
   CoordinatorArgs coord;
   ClientArgs cl;
+  CertsArgs certs;
   AddSimulate(app, &sim);
   AddCoordinator(app, &coord);
   AddClient(app, &cl);
+  AddCerts(app, &certs);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -508,6 +539,7 @@ int main(int argc, char** argv) {
     if (auto* s = app.get_subcommand("simulate"); s->parsed()) return RunSimulate(s, sim);
     if (auto* s = app.get_subcommand("coordinator"); s->parsed()) return RunCoordinator(s, coord);
     if (auto* s = app.get_subcommand("client"); s->parsed()) return RunClient(s, cl);
+    if (auto* s = app.get_subcommand("certs"); s->parsed()) return RunCerts(s, certs);
   } catch (const std::exception& e) {  // a bug: still one line, never a stack trace
     std::cerr << "tessera: internal error: " << e.what() << "\n";
     return kExitFailure;

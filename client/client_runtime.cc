@@ -16,15 +16,16 @@ namespace tessera::client {
 namespace {
 
 // global + clip(trained - global): the trained weights with the update clipped to an L2 norm.
+// `norm`, when given, receives the update's norm before clipping.
 absl::StatusOr<core::ModelWeights> ClippedWeights(const core::ModelWeights& global, core::ModelWeights trained,
-                                                  double clip_norm) {
+                                                  double clip_norm, double* norm) {
   for (size_t i = 0; i < trained.tensors.size(); ++i) {
     if (trained.tensors[i].dtype() != core::DType::kFloat32) continue;
     auto t = trained.tensors[i].mutable_f32();
     auto g = global.tensors[i].f32();
     for (size_t j = 0; j < t.size(); ++j) t[j] -= g[j];
   }
-  TESSERA_RETURN_IF_ERROR(security::dp::ClipToL2Norm(trained, clip_norm).status());
+  TESSERA_ASSIGN_OR_RETURN(*norm, security::dp::ClipToL2Norm(trained, clip_norm));
   for (size_t i = 0; i < trained.tensors.size(); ++i) {
     if (trained.tensors[i].dtype() != core::DType::kFloat32) continue;
     auto t = trained.tensors[i].mutable_f32();
@@ -50,12 +51,19 @@ absl::StatusOr<ClientRuntime::Trained> ClientRuntime::DownloadAndTrain(const cor
 
 absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& task) {
   if (task.secure_aggregation) return RunSecureTask(task);
+  if (options_.require_secure_aggregation) {
+    return absl::FailedPreconditionError(core::StrCat("round ", task.ref.round,
+                                                      " is not securely aggregated; this client sends no plaintext update"));
+  }
   core::TrainConfig config;
   TESSERA_ASSIGN_OR_RETURN(Trained trained, DownloadAndTrain(task, &config));
   TrainOutput out = std::move(trained.output);
   if (task.dp.clip_norm > 0) {
     // DP without secure aggregation: upload global + clip(delta).
-    TESSERA_ASSIGN_OR_RETURN(out.weights, ClippedWeights(trained.global, std::move(out.weights), task.dp.clip_norm));
+    double norm = 0;
+    TESSERA_ASSIGN_OR_RETURN(out.weights,
+                             ClippedWeights(trained.global, std::move(out.weights), task.dp.clip_norm, &norm));
+    if (task.dp.report_unclipped) out.metrics[core::kUnclippedMetric] = norm <= task.dp.clip_norm ? 1.0 : 0.0;
   }
   core::TrainResult result;
   result.ref = task.ref;
@@ -127,15 +135,20 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTa
     auto g = trained.global.tensors[i].f32();
     for (size_t j = 0; j < d.size(); ++j) d[j] -= g[j];
   }
-  if (task.dp.clip_norm > 0) TESSERA_RETURN_IF_ERROR(security::dp::ClipToL2Norm(delta, task.dp.clip_norm).status());
+  uint64_t unclipped = 1;
+  if (task.dp.clip_norm > 0) {
+    TESSERA_ASSIGN_OR_RETURN(double norm, security::dp::ClipToL2Norm(delta, task.dp.clip_norm));
+    unclipped = norm <= task.dp.clip_norm ? 1 : 0;
+  }
   std::vector<float> flat;
   flat.reserve(spec.vector_length);
   for (const auto& t : delta.tensors) {
     if (t.dtype() == core::DType::kFloat32) flat.insert(flat.end(), t.f32().begin(), t.f32().end());
   }
-  if (static_cast<int>(flat.size()) + 1 != spec.vector_length) {
+  const int extra = task.dp.report_unclipped ? 2 : 1;  // the weight, and the unclipped bit
+  if (static_cast<int>(flat.size()) + extra != spec.vector_length) {
     return absl::InvalidArgumentError(core::StrCat("the model has ", flat.size(), " floats, the session expects ",
-                                                   spec.vector_length - 1));
+                                                   spec.vector_length - extra));
   }
   security::FixedPointConfig fp;
   fp.clip = spec.clip;
@@ -146,6 +159,8 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTa
   core::Rng rounding(config.seed, {0x666978ULL /* "fix" */});
   TESSERA_ASSIGN_OR_RETURN(std::vector<uint64_t> encoded,
                            security::EncodeFixedPoint(flat, trained.output.num_examples, fp, rounding));
+  // Adaptive clipping: the bit joins the secure sum, so the server learns only the count.
+  if (task.dp.report_unclipped) encoded.push_back(unclipped);
   TESSERA_ASSIGN_OR_RETURN(sa::MaskedInput masked, session->MaskedInputStage(std::get<1>(relayed.body), encoded));
   TESSERA_ASSIGN_OR_RETURN(sa::StageReply unmask_request, Exchange(task, {std::move(masked)}));
   if (unmask_request.body.index() != 2) return absl::InternalError("unexpected reply to MaskedInput");

@@ -46,6 +46,8 @@ struct ClientOptions {
   std::map<std::string, std::string> properties;
   absl::Duration poll_wait = absl::Seconds(20);
   bool evaluate_locally = true;  // evaluate the trained model on the local held-out split
+  // Refuse (FAILED_PRECONDITION, nothing sent) tasks whose round is not securely aggregated.
+  bool require_secure_aggregation = false;
   // Called with every result just before it is uploaded (e.g. to keep an audit copy). In a
   // secure round it is the plaintext result before masking, which never leaves the device.
   std::function<void(const core::TrainResult&)> on_upload;

@@ -27,6 +27,8 @@ class ClientRegistry {
   bool Register(const core::ClientId& id, std::map<std::string, std::string> properties, absl::Time now);
   // NOT_FOUND for a client that never registered (or was expired): it must register again.
   absl::Status Touch(const core::ClientId& id, absl::Time now);
+  // Forgets `id` (a revoked client). Returns true if it was registered.
+  bool Remove(const core::ClientId& id) { return clients_.erase(id) > 0; }
   bool Contains(const core::ClientId& id) const { return clients_.contains(id); }
   // Live clients, sorted by id so that sampling from them is deterministic.
   std::vector<core::ClientId> Available(absl::Time now) const;

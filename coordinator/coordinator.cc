@@ -64,7 +64,8 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> s
       deps_(deps),
       strategy_(std::move(strategy)),
       mailbox_(std::make_unique<Mailbox>(deps.extra_sender)),
-      registry_(options_.liveness_timeout) {}
+      registry_(options_.liveness_timeout),
+      revoked_(options_.revoked_clients) {}
 
 Coordinator::~Coordinator() { ReleaseWaiters(); }
 
@@ -80,6 +81,10 @@ absl::StatusOr<core::RegisterReply> Coordinator::Register(const ClientId& client
   std::vector<Completion> completions;
   {
     std::lock_guard lock(mu_);
+    if (absl::Status s = CheckAdmitted(client); !s.ok()) {
+      core::Logger("coordinator")->warn("registration refused: {}", std::string(s.message()));
+      return s;
+    }
     if (registry_.Register(client, std::move(properties), deps_.clock->Now())) {
       core::Logger("coordinator")->info("client '{}' registered ({} known)", client.value, registry_.size());
     }
@@ -92,6 +97,7 @@ absl::StatusOr<core::RegisterReply> Coordinator::Register(const ClientId& client
 
 absl::Status Coordinator::Heartbeat(const ClientId& client) {
   std::lock_guard lock(mu_);
+  TESSERA_RETURN_IF_ERROR(CheckAdmitted(client));
   return registry_.Touch(client, deps_.clock->Now());
 }
 
@@ -111,7 +117,9 @@ void Coordinator::PullTask(const ClientId& client, absl::Duration max_wait, Pull
   {
     std::lock_guard lock(mu_);
     const absl::Time now = deps_.clock->Now();
-    if (absl::Status s = registry_.Touch(client, now); !s.ok()) {
+    absl::Status s = CheckAdmitted(client);
+    if (s.ok()) s = registry_.Touch(client, now);
+    if (!s.ok()) {
       completions.push_back([done = std::move(done), s] { done(s); });
     } else {
       if (auto old = waiters_.find(client); old != waiters_.end()) {
@@ -167,7 +175,12 @@ void Coordinator::SecAggStep(const ClientId& client, const core::RoundRef& ref,
                              SecAggCallback done) {
   std::vector<Completion> completions;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    if (absl::Status s = CheckAdmitted(client); !s.ok()) {
+      lock.unlock();  // callbacks run outside the lock
+      done(s);
+      return;
+    }
     const absl::Time now = deps_.clock->Now();
     registry_.Touch(client, now).IgnoreError();
     if (auto old = secagg_waiters_.find(client); old != secagg_waiters_.end()) {
@@ -197,6 +210,7 @@ void Coordinator::SecAggStep(const ClientId& client, const core::RoundRef& ref,
 absl::StatusOr<std::shared_ptr<const ModelBlob>> Coordinator::ModelForTask(const ClientId& client,
                                                                           const core::RoundRef& ref) {
   std::lock_guard lock(mu_);
+  TESSERA_RETURN_IF_ERROR(CheckAdmitted(client));
   const core::TrainTask* task = rounds_->TaskFor(client);
   if (task == nullptr || !(task->ref == ref)) {
     return absl::NotFoundError(core::StrCat("client '", client.value, "' holds no task '", ref.task_id,
@@ -212,6 +226,7 @@ absl::StatusOr<core::UploadAck> Coordinator::SubmitResult(const ClientId& client
   absl::StatusOr<core::UploadAck> ack;
   {
     std::lock_guard lock(mu_);
+    TESSERA_RETURN_IF_ERROR(CheckAdmitted(client));
     registry_.Touch(client, deps_.clock->Now()).IgnoreError();  // a result is a sign of life
     const std::string task_id = result.ref.task_id;
     ack = rounds_->OnTrainResult(client, std::move(result));
@@ -237,6 +252,45 @@ void Coordinator::ReportFailure(const ClientId& client) {
   }
   RunAll(completions);
 }
+
+// ---------------------------------------------------------------- admission (allow-list, revocation)
+
+absl::Status Coordinator::CheckAdmitted(const ClientId& client) const {
+  if (revoked_.contains(client.value)) {
+    return absl::PermissionDeniedError(core::StrCat("client '", client.value, "' is revoked"));
+  }
+  if (options_.allowed_clients && !options_.allowed_clients->contains(client.value)) {
+    return absl::PermissionDeniedError(core::StrCat("client '", client.value, "' is not on the allow-list"));
+  }
+  return absl::OkStatus();
+}
+
+void Coordinator::Revoke(const ClientId& client) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard lock(mu_);
+    if (!revoked_.insert(client.value).second) return;
+    core::Logger("coordinator")->warn("client '{}' revoked", client.value);
+    const absl::Status denied = CheckAdmitted(client);
+    if (auto w = waiters_.find(client); w != waiters_.end()) {
+      completions.push_back([d = std::move(w->second.done), denied] { d(denied); });
+      waiters_.erase(w);
+    }
+    if (auto w = secagg_waiters_.find(client); w != secagg_waiters_.end()) {
+      completions.push_back([d = std::move(w->second.done), denied] { d(denied); });
+      secagg_waiters_.erase(w);
+    }
+    registry_.Remove(client);  // never sampled again
+    mailbox_->Remove(client);  // its task is void: it counts as dropped
+    if (auto s = rounds_->OnClientDropped(client); !s.ok()) {
+      core::Logger("coordinator")->error("closing round: {}", std::string(s.message()));
+    }
+    CollectReadyWaiters(completions);
+  }
+  RunAll(completions);
+}
+
+// ---------------------------------------------------------------- periodic work
 
 void Coordinator::Tick() {
   std::vector<Completion> completions;

@@ -14,6 +14,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,13 @@ struct CoordinatorOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration liveness_timeout = absl::Seconds(30);  // a silent client is dropped after this
   absl::Duration max_poll_wait = absl::Seconds(30);
+
+  // Admission (SECURITY.md, "Transport and identity"). Under mutual TLS a client id is the name
+  // in the client's certificate, so these lists admit or refuse certificates by name.
+  // Only these ids may take part (nullopt: any id).
+  std::optional<std::set<std::string>> allowed_clients;
+  // These ids are refused even when allowed; Coordinator::Revoke adds to them at runtime.
+  std::set<std::string> revoked_clients;
 };
 
 struct CoordinatorDeps {
@@ -77,6 +86,11 @@ class Coordinator {
   // the open round counts it as dropped instead of waiting for its deadline.
   void ReportFailure(const core::ClientId& client);
 
+  // Refuses `client` from now on: every later call for it is PERMISSION_DENIED, its pending polls
+  // are answered so, it leaves the registry (it is never sampled again) and, in an open round,
+  // it counts as dropped. Idempotent.
+  void Revoke(const core::ClientId& client);
+
   // Expires silent clients, answers timed-out polls, closes rounds at their deadline.
   // Servers call it periodically; the simulator after every event it drives.
   void Tick();
@@ -111,6 +125,9 @@ class Coordinator {
   // Answers waiters whose client now has a task (or the run finished). Requires mu_.
   void CollectReadyWaiters(std::vector<Completion>& out);
   core::PullTaskReply ReplyFor(const core::ClientId& client) const;  // requires mu_
+  // PERMISSION_DENIED, naming the id, for a revoked client or one outside the allow-list.
+  // Requires mu_.
+  absl::Status CheckAdmitted(const core::ClientId& client) const;
   static void RunAll(std::vector<Completion>& completions);
 
   const CoordinatorOptions options_;
@@ -126,6 +143,7 @@ class Coordinator {
   std::map<core::ClientId, Waiter> waiters_;       // GUARDED_BY(mu_)
   std::map<core::ClientId, SecAggWaiter> secagg_waiters_;  // GUARDED_BY(mu_)
   bool released_ = false;                          // GUARDED_BY(mu_)
+  std::set<std::string> revoked_;                  // GUARDED_BY(mu_)
 };
 
 }  // namespace tessera::coordinator

@@ -1,5 +1,7 @@
 #include "coordinator/round_state_machine.h"
 
+#include <nlohmann/json.hpp>
+
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "security/dp/gaussian.h"
@@ -28,19 +30,41 @@ absl::StatusOr<std::unique_ptr<RoundStateMachine>> RoundStateMachine::Create(Rou
   if (!(dp.clip_norm >= 0) || !(dp.noise_multiplier >= 0) || !(dp.epsilon_budget >= 0)) {
     return absl::InvalidArgumentError("DP clip norm, noise multiplier and budget must not be negative");
   }
-  if (dp.noise_multiplier > 0 && dp.clip_norm <= 0) return absl::InvalidArgumentError("DP noise needs a clip norm");
+  if (dp.noise_multiplier > 0 && dp.clip_norm <= 0 && !dp.adaptive) {
+    return absl::InvalidArgumentError("DP noise needs a clip norm");
+  }
   if (dp.noise_multiplier > 0 && !(dp.delta > 0 && dp.delta < 1)) return absl::InvalidArgumentError("DP delta must be in (0, 1)");
   if (dp.epsilon_budget > 0 && dp.noise_multiplier <= 0) {
     return absl::InvalidArgumentError("a privacy budget needs noise (dp noise multiplier > 0)");
   }
   std::unique_ptr<RoundStateMachine> m(new RoundStateMachine(std::move(config), deps));
+  m->update_noise_multiplier_ = dp.noise_multiplier;
+  if (dp.adaptive) {
+    TESSERA_ASSIGN_OR_RETURN(auto clipper, security::dp::AdaptiveClipper::Create(*dp.adaptive));
+    m->clipper_.emplace(std::move(clipper));
+    if (dp.noise_multiplier > 0) {
+      TESSERA_ASSIGN_OR_RETURN(m->update_noise_multiplier_, security::dp::UpdateNoiseMultiplier(
+                                                                dp.noise_multiplier, dp.adaptive->clipped_count_stddev));
+    }
+  }
   if (m->config_.dp.noise_multiplier > 0) {
     m->accountant_ = std::make_unique<security::dp::RdpAccountant>();
     if (!m->config_.privacy_state_file.empty()) {
       auto saved = core::ReadFile(m->config_.privacy_state_file);
       if (saved.ok()) {
-        TESSERA_ASSIGN_OR_RETURN(auto restored, security::dp::RdpAccountant::Deserialize(*saved));
+        // {"rdp": accountant state, "clip_norm": the adaptive clip norm}
+        auto j = nlohmann::json::parse(*saved, nullptr, /*allow_exceptions=*/false);
+        if (!j.is_object() || !j.contains("rdp") || !j["rdp"].is_string()) {
+          return absl::InvalidArgumentError(StrCat("privacy state ", m->config_.privacy_state_file, " is corrupt"));
+        }
+        TESSERA_ASSIGN_OR_RETURN(auto restored, security::dp::RdpAccountant::Deserialize(j["rdp"].get<std::string>()));
         m->accountant_ = std::make_unique<security::dp::RdpAccountant>(std::move(restored));
+        if (m->clipper_ && j.contains("clip_norm") && j["clip_norm"].is_number()) {
+          security::dp::AdaptiveClippingConfig resumed = *dp.adaptive;
+          resumed.initial_clip = j["clip_norm"].get<double>();
+          TESSERA_ASSIGN_OR_RETURN(auto clipper, security::dp::AdaptiveClipper::Create(resumed));
+          m->clipper_.emplace(std::move(clipper));
+        }
       } else if (!absl::IsNotFound(saved.status())) {
         return saved.status();
       }
@@ -75,6 +99,8 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     }
   }
   sampling_rate_ = sampling_rate;
+  round_clip_norm_ = ClipNorm();
+  unclipped_count_ = 0;
 
   round_ = next;
   phase_ = RoundPhase::kTraining;
@@ -93,8 +119,9 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     auto resolved = security::secagg::ResolveConfig(*config_.secure_aggregation, static_cast<int>(sampled.size()));
     int64_t floats = 0;
     for (const auto& t : global->weights->tensors) floats += t.dtype() == core::DType::kFloat32 ? t.numel() : 0;
+    const int extra = clipper_ ? 2 : 1;  // the weight, and the adaptive clipping bit
     absl::StatusOr<std::unique_ptr<SecAggRound>> session =
-        resolved.ok() ? SecAggRound::Create(*resolved, config_.run_id, next, sampled, static_cast<int>(floats + 1),
+        resolved.ok() ? SecAggRound::Create(*resolved, config_.run_id, next, sampled, static_cast<int>(floats + extra),
                                             core::Rng(config_.seed, {next, 0x6772617068ULL /* "graph" */})(), now,
                                             deadline_)
                       : absl::StatusOr<std::unique_ptr<SecAggRound>>(resolved.status());
@@ -116,7 +143,8 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     task.config = train;
     task.deadline = deadline_;
     if (secagg_) task.secure_aggregation = secagg_->SpecFor(id);
-    task.dp.clip_norm = config_.dp.clip_norm;
+    task.dp.clip_norm = round_clip_norm_;
+    task.dp.report_unclipped = clipper_.has_value();
     tasks_.emplace(id, task);
   }
   core::Logger("coordinator")->info("round {} opened: {} of {} available clients sampled, model v{}", round_,
@@ -186,6 +214,10 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
     absl::Status s = reject(valid);
     if (AllAnswered()) TESSERA_RETURN_IF_ERROR(CloseRound());
     return s;
+  }
+  if (clipper_) {
+    auto bit = result.metrics.find(core::kUnclippedMetric);
+    if (bit != result.metrics.end() && bit->second >= 0.5) ++unclipped_count_;
   }
   for (const auto& [name, value] : result.metrics) {
     if (!std::isfinite(value)) continue;
@@ -283,6 +315,12 @@ absl::Status RoundStateMachine::AdvanceSecAgg() {
 absl::Status RoundStateMachine::CloseSecAggRound() {
   const int n = secagg_->num_contributors();
   std::vector<uint64_t> sum = secagg_->TakeSum();
+  if (clipper_ && !sum.empty()) {
+    // The last element is the count of clients within the clip norm (it never exceeds n; a
+    // larger value means a client sent more than one bit, and it is capped).
+    unclipped_count_ = static_cast<int>(std::min<uint64_t>(sum.back(), static_cast<uint64_t>(n)));
+    sum.pop_back();
+  }
   auto mean = security::DecodeFixedPointMean(sum, secagg_->fixed_point(), n);
   if (!mean.ok()) {
     AbandonRound(StrCat("decoding the secure sum: ", mean.status().message()));
@@ -323,7 +361,7 @@ absl::Status RoundStateMachine::PublishRound(core::ModelWeights aggregate, int r
   auto next = deps_.strategy->NextGlobalModel(*global->weights, std::move(aggregate));
   if (next.ok() && config_.dp.noise_multiplier > 0) {
     // Gaussian noise on the mean of `reported` clipped updates, i.e. on the new model.
-    const double stddev = config_.dp.noise_multiplier * config_.dp.clip_norm / std::max(reported, 1);
+    const double stddev = update_noise_multiplier_ * round_clip_norm_ / std::max(reported, 1);
     core::Rng noise(config_.dp.noise_seed != 0 ? core::DeriveSeed(config_.dp.noise_seed, {round_})
                                                : security::dp::SecureSeed());
     if (absl::Status s = security::dp::AddGaussianNoise(*next, stddev, noise); !s.ok()) next = s;
@@ -362,18 +400,29 @@ absl::Status RoundStateMachine::PublishRound(core::ModelWeights aggregate, int r
     return MaybeStartRound();
   }
   summary.model_version = deps_.store->Current()->version;
+  if (clipper_) {
+    core::Rng count_noise(config_.dp.noise_seed != 0 ? core::DeriveSeed(config_.dp.noise_seed, {round_, 1})
+                                                     : security::dp::SecureSeed());
+    TESSERA_RETURN_IF_ERROR(clipper_->Update(unclipped_count_, reported, count_noise));
+  }
+  if (config_.dp.clip_norm > 0 || clipper_) summary.dp_clip_norm = round_clip_norm_;
   if (accountant_) {
     // The released model spends privacy: account for it, durably, before anyone sees it finish.
     TESSERA_RETURN_IF_ERROR(accountant_->Step(config_.dp.noise_multiplier, sampling_rate_));
-    if (!config_.privacy_state_file.empty()) {
-      TESSERA_RETURN_IF_ERROR(core::WriteFileAtomic(config_.privacy_state_file, accountant_->Serialize()));
-    }
+    TESSERA_RETURN_IF_ERROR(SavePrivacyState());
     summary.epsilon = epsilon();
   }
   summary.aggregate_time = deps_.clock->Now() - t0 - summary.eval_time;
   summary.duration = deps_.clock->Now() - opened_at_;
   FinishRound(std::move(summary));
   return MaybeStartRound();
+}
+
+absl::Status RoundStateMachine::SavePrivacyState() const {
+  if (config_.privacy_state_file.empty()) return absl::OkStatus();
+  nlohmann::json j = {{"rdp", accountant_->Serialize()}};
+  if (clipper_) j["clip_norm"] = clipper_->clip_norm();
+  return core::WriteFileAtomic(config_.privacy_state_file, j.dump());
 }
 
 double RoundStateMachine::epsilon() const {

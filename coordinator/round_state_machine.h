@@ -29,6 +29,7 @@
 #include "coordinator/model_store.h"
 #include "coordinator/secagg_round.h"
 #include "security/dp/accountant.h"
+#include "security/dp/adaptive_clipping.h"
 #include "coordinator/strategy.h"
 #include "core/clock.h"
 #include "core/federation.h"
@@ -58,6 +59,11 @@ struct RoundConfig {
     double delta = 1e-5;
     double epsilon_budget = 0;  // 0: no budget
     uint64_t noise_seed = 0;    // 0: a fresh CSPRNG seed per round (deployments)
+    // Adaptive clipping (Andrew et al. 2021): the clip norm follows a target quantile of the
+    // update norms; clients report whether they were within it (through the secure sum in
+    // secure rounds). The update noise is then z_update = (z^-2 - (2 sigma_b)^-2)^-1/2 so that
+    // the round costs the privacy of noise multiplier z.
+    std::optional<security::dp::AdaptiveClippingConfig> adaptive;
   } dp;
   // Where the privacy accountant's state is kept across restarts ("" = memory only).
   std::string privacy_state_file;
@@ -78,6 +84,7 @@ struct RoundSummary {
   absl::Duration aggregate_time;         // closing: report + next model + store
   absl::Duration eval_time;
   double epsilon = 0;  // privacy spent so far (DP runs), at RoundConfig::dp.delta
+  double dp_clip_norm = 0;  // the clip norm the round's clients used (DP runs)
 };
 
 class RoundObserver {
@@ -165,6 +172,12 @@ class RoundStateMachine {
   core::Metrics metric_weights_;  // per metric: sum of num_examples of the clients reporting it
   std::vector<RoundSummary> history_;
   std::unique_ptr<security::dp::RdpAccountant> accountant_;  // DP runs only
+  std::optional<security::dp::AdaptiveClipper> clipper_;     // adaptive clipping only
+  double update_noise_multiplier_ = 0;                       // z, or z_update with adaptive clipping
+  double round_clip_norm_ = 0;                               // the clip norm of the open round
+  int unclipped_count_ = 0;                                  // clients within it, this round
+  absl::Status SavePrivacyState() const;
+  double ClipNorm() const { return clipper_ ? clipper_->clip_norm() : config_.dp.clip_norm; }
   double sampling_rate_ = 1.0;                               // of the open round
   std::string finish_reason_;
 };

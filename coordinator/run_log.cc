@@ -54,6 +54,7 @@ void RunLog::OnRoundEnd(const RoundSummary& s) {
   j["dropped"] = s.dropped;
   j["model_version"] = s.model_version;
   if (s.epsilon > 0) j["epsilon"] = s.epsilon;
+  if (s.dp_clip_norm > 0) j["dp_clip_norm"] = s.dp_clip_norm;
   // Top-level accuracy/loss: the server's evaluation of the new model when there is one,
   // otherwise the clients' weighted held-out evaluation.
   const bool server = s.server_metrics.contains("accuracy");

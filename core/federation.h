@@ -45,14 +45,19 @@ struct SecureAggregationSpec {
   double clip = 1.0;     // fixed point: each coordinate of the update (a delta) clipped to [-clip, clip]
   int bits = 16;         // quantization bits per coordinate
   int64_t weight_cap = 1 << 16;  // num_examples is capped to this
-  int vector_length = 0;         // elements of the masked vector (model floats + 1 for the weight)
+  int vector_length = 0;         // elements of the masked vector (model floats + 1 for the weight
+                                 // + 1 for the unclipped bit when dp.report_unclipped)
   absl::Duration stage_deadline = absl::Minutes(2);
 };
 
 // Differential privacy asked of the client: clip the update (delta) to this L2 norm.
 struct ClientDpSpec {
-  double clip_norm = 0;  // 0: no clipping
+  double clip_norm = 0;          // 0: no clipping
+  bool report_unclipped = false;  // adaptive clipping: report whether ||update|| <= clip_norm
 };
+
+// The metric a client reports for adaptive clipping in plaintext rounds (1 or 0).
+inline constexpr char kUnclippedMetric[] = "dp_unclipped";
 
 struct TrainTask {
   RoundRef ref;

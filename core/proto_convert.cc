@@ -102,6 +102,7 @@ void ToProto(const TrainTask& task, v1::TrainTask* out) {
   ToProto(task.config, out->mutable_config());
   out->set_deadline_unix_ms(task.deadline == absl::InfiniteFuture() ? 0 : absl::ToUnixMillis(task.deadline));
   out->set_dp_clip_norm(task.dp.clip_norm);
+  out->set_dp_report_unclipped(task.dp.report_unclipped);
   if (task.secure_aggregation) {
     const SecureAggregationSpec& a = *task.secure_aggregation;
     v1::SecureAggregationSpec* p = out->mutable_secure_aggregation();
@@ -128,6 +129,7 @@ TrainTask FromProto(const v1::TrainTask& p) {
   t.config = FromProto(p.config());
   t.deadline = p.deadline_unix_ms() == 0 ? absl::InfiniteFuture() : absl::FromUnixMillis(p.deadline_unix_ms());
   t.dp.clip_norm = p.dp_clip_norm();
+  t.dp.report_unclipped = p.dp_report_unclipped();
   if (p.has_secure_aggregation()) {
     const v1::SecureAggregationSpec& a = p.secure_aggregation();
     SecureAggregationSpec spec;

@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev libsqlite3-dev
   dataset-fashion-mnist python3-torch
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

@@ -251,12 +251,7 @@ absl::Status Validate(const SimulationOptions& o) {
   }
   if (o.threads < 0) return absl::InvalidArgumentError("--threads must not be negative");
   if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
-  if (!(o.dp_clip_norm >= 0) || !(o.dp_noise_multiplier >= 0)) {
-    return absl::InvalidArgumentError("--dp-clip-norm and --dp-noise-multiplier must not be negative");
-  }
-  if (o.dp_noise_multiplier > 0 && o.dp_clip_norm <= 0) {
-    return absl::InvalidArgumentError("DP noise needs a clip norm (--dp-clip-norm)");
-  }
+
   return absl::OkStatus();
 }
 
@@ -313,7 +308,8 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"threads", o.threads},     {"server_eval", o.server_eval},
                       {"secure_aggregation", o.secure_aggregation},
                       {"dropout", o.dropout},     {"dropout_stage", o.dropout_stage},
-                      {"dp_clip_norm", o.dp_clip_norm}, {"dp_noise_multiplier", o.dp_noise_multiplier}};
+                      {"dp_clip_norm", o.dp.clip_norm}, {"dp_noise_multiplier", o.dp.noise_multiplier},
+                      {"dp_adaptive_clipping", o.dp.adaptive.has_value()}};
   if (o.secure_aggregation) {
     j["secagg"] = {{"neighbours", o.secagg.neighbours}, {"threshold", o.secagg.threshold},
                    {"clip", o.secagg.fixed_point.clip}, {"bits", o.secagg.fixed_point.bits},
@@ -382,10 +378,7 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
     TESSERA_RETURN_IF_ERROR(security::secagg::ResolveConfig(o.secagg, expected).status());
     copts.round.secure_aggregation = o.secagg;
   }
-  copts.round.dp.clip_norm = o.dp_clip_norm;
-  copts.round.dp.noise_multiplier = o.dp_noise_multiplier;
-  copts.round.dp.delta = o.dp_delta;
-  copts.round.dp.epsilon_budget = o.dp_epsilon_budget;
+  copts.round.dp = o.dp;
   copts.round.dp.noise_seed = core::DeriveSeed(o.seed, {0x6e6f697365ULL /* "noise" */});
   if (!o.output_dir.empty()) copts.round.privacy_state_file = (std::filesystem::path(o.output_dir) / "privacy.txt").string();
   Scheduler scheduler(&clients, spec, threads, torch_threads, o.dropout, drop_before, o.seed);

@@ -40,11 +40,8 @@ struct SimulationOptions {
   // `dropout_stage` (advertise, share, masked, unmasking; "train" for plain rounds: before upload).
   double dropout = 0;
   std::string dropout_stage = "unmasking";
-  // DP-FedAvg: clip each update to dp_clip_norm (L2) and add Gaussian noise with this multiplier.
-  double dp_clip_norm = 0;
-  double dp_noise_multiplier = 0;
-  double dp_delta = 1e-5;
-  double dp_epsilon_budget = 0;  // 0: no budget
+  // DP-FedAvg (clipping, noise, adaptive clipping, budget); the noise is seeded from `seed`.
+  coordinator::RoundConfig::Dp dp;
   std::FILE* progress = stdout;       // a line per round (nullptr = quiet)
 };
 

@@ -8,6 +8,25 @@ namespace tessera::security::secagg {
 
 using core::StrCat;
 
+double AbortProbability(int n, int k, int t, double dropout) {
+  // P(X < t) for X ~ Binomial(k, 1 - dropout), summed in log space.
+  const double q = 1.0 - dropout;
+  if (q >= 1.0) return t > k ? 1.0 : 0.0;
+  double tail = 0;
+  for (int x = 0; x < t && x <= k; ++x) {
+    const double log_p = std::lgamma(k + 1.0) - std::lgamma(x + 1.0) - std::lgamma(k - x + 1.0) +
+                         x * std::log(q) + (k - x) * std::log1p(-q);
+    tail += std::exp(log_p);
+  }
+  return std::min(1.0, n * tail);
+}
+
+namespace {
+int MinimalSecureThreshold(int k, double dishonest) {
+  return static_cast<int>(std::floor(k / 2.0 + dishonest * k)) + 1;
+}
+}  // namespace
+
 absl::StatusOr<SecAggConfig> ResolveConfig(const SecAggConfig& requested, int n) {
   SecAggConfig c = requested;
   if (n < 2) return absl::InvalidArgumentError(StrCat("secure aggregation needs at least 2 clients, got ", n));
@@ -19,18 +38,31 @@ absl::StatusOr<SecAggConfig> ResolveConfig(const SecAggConfig& requested, int n)
   }
   if (c.stage_deadline <= absl::ZeroDuration()) return absl::InvalidArgumentError("stage deadline must be positive");
   if (c.neighbours < 0 || c.threshold < 0) return absl::InvalidArgumentError("neighbours and threshold must not be negative");
+  if (!(c.max_abort_probability > 0 && c.max_abort_probability <= 1)) {
+    return absl::InvalidArgumentError("max abort probability must be in (0, 1]");
+  }
   if (c.neighbours == 0) {
-    // Bell et al. 2020: k = O(log n) suffices; 4 log2(n), even, leaves room for the threshold
-    // between the security bound (k/2 + dishonest k) and the liveness bound (k (1 - dropout)).
-    int k = 4 * static_cast<int>(std::ceil(std::log2(static_cast<double>(n))));
-    k += k % 2;
-    c.neighbours = std::min(k, n - 1);
+    // Bell et al. 2020: k = O(log n) suffices for a given dropout and dishonest fraction; take
+    // the smallest even k whose minimal secure threshold survives the dropouts with the wanted
+    // probability, or the complete graph when no sparser one does.
+    // Security needs k = O(log n) whatever the dropouts (Bell et al.: the honest neighbours of
+    // each client must stay connected); 2 log2(n) is the floor here.
+    int k_min = 2 * static_cast<int>(std::ceil(std::log2(static_cast<double>(n))));
+    k_min = std::max(4, k_min + k_min % 2);
+    c.neighbours = n - 1;
+    for (int k = k_min; k < n - 1; k += 2) {
+      const int t = c.threshold > 0 ? c.threshold : MinimalSecureThreshold(k, c.dishonest_fraction);
+      if (t <= k && AbortProbability(n, k, t, c.expected_dropout) <= c.max_abort_probability) {
+        c.neighbours = k;
+        break;
+      }
+    }
   }
   c.neighbours = std::min(c.neighbours, n - 1);
   const int k = c.neighbours;
   const double security_bound = k / 2.0 + c.dishonest_fraction * k;
   const double liveness_bound = k * (1.0 - c.expected_dropout);
-  if (c.threshold == 0) c.threshold = static_cast<int>(std::floor(security_bound)) + 1;
+  if (c.threshold == 0) c.threshold = MinimalSecureThreshold(k, c.dishonest_fraction);
   const int t = c.threshold;
   if (t < 1 || t > k) return absl::InvalidArgumentError(StrCat("threshold ", t, " must be in [1, ", k, "] neighbours"));
   if (t <= security_bound) {

@@ -1,7 +1,11 @@
 // Stage 3 of the server: rebuild the survivors' self-mask seeds and the dropped participants'
 // mask keys from t shares each, and strip every mask that does not cancel from the sum.
+#include <algorithm>
+#include <thread>
+
 #include "core/status.h"
 #include "core/strings.h"
+#include "security/secagg/fixed_point.h"
 #include "security/secagg/server.h"
 
 namespace tessera::security::secagg {
@@ -45,7 +49,14 @@ absl::StatusOr<std::vector<uint64_t>> SecAggServer::CloseUnmasking() {
     for (const auto& [p, share] : resp.self_mask_shares) seed_shares[p].push_back(share);
     for (const auto& [p, share] : resp.key_shares) key_shares[p].push_back(share);
   }
-  // Remove each survivor's self mask.
+  // First every mask key (cheap: Shamir, X25519, HKDF), then the masks (all the time goes
+  // there: one keystream the length of the vector each), spread over the cores.
+  struct MaskJob {
+    SecretBytes key;
+    bool add;  // add (true) or subtract the mask's stream
+  };
+  std::vector<MaskJob> jobs;
+  // Each survivor's self mask is subtracted.
   for (ParticipantId u : u3_) {
     auto& shares = seed_shares[u];
     if (static_cast<int>(shares.size()) < params_.threshold) {
@@ -56,9 +67,10 @@ absl::StatusOr<std::vector<uint64_t>> SecAggServer::CloseUnmasking() {
     if (!seed.ok()) return AbortWith(StrCat("cannot rebuild the self mask of ", u, ": ", seed.status().message()));
     auto key = SelfMaskKey(seed->span(), u, session_id_);
     if (!key.ok()) return AbortWith(std::string(key.status().message()));
-    if (absl::Status s = ApplyMask(sum_, key->span(), /*add=*/false, mask); !s.ok()) return AbortWith(std::string(s.message()));
+    jobs.push_back({*std::move(key), /*add=*/false});
   }
-  // Remove the pairwise masks survivors shared with participants that dropped after ShareKeys.
+  // The pairwise masks survivors shared with participants that dropped after ShareKeys: u added
+  // +PRG(s_uv) if u > v, else -PRG(s_uv); undo it.
   for (ParticipantId v : u2_) {
     if (u3_.contains(v)) continue;
     std::vector<ParticipantId> masked_with;
@@ -81,12 +93,33 @@ absl::StatusOr<std::vector<uint64_t>> SecAggServer::CloseUnmasking() {
     for (ParticipantId u : masked_with) {
       auto key = PairwiseMaskKey(*pair, v, keys_.at(u).s_pk, u, session_id_);
       if (!key.ok()) return AbortWith(std::string(key.status().message()));
-      // u added +PRG(s_uv) if u > v, else -PRG(s_uv): undo it.
-      if (absl::Status s = ApplyMask(sum_, key->span(), /*add=*/u < v, mask); !s.ok()) {
-        return AbortWith(std::string(s.message()));
-      }
+      jobs.push_back({*std::move(key), /*add=*/u < v});
     }
   }
+  // Thread i applies jobs i, i + T, ... into its own accumulator (thread 0 into the sum itself);
+  // the accumulators are added at the end. Addition mod 2^k is associative: the sum is exact
+  // whatever the split.
+  const int threads = static_cast<int>(std::clamp<size_t>(std::thread::hardware_concurrency(), 1,
+                                                          std::max<size_t>(jobs.size() / 8, 1)));
+  std::vector<std::vector<uint64_t>> partial(threads - 1, std::vector<uint64_t>(sum_.size(), 0));
+  std::vector<absl::Status> status(threads);
+  auto work = [&](int t) {
+    std::span<uint64_t> acc = t == 0 ? std::span<uint64_t>(sum_) : std::span<uint64_t>(partial[t - 1]);
+    for (size_t j = t; j < jobs.size(); j += threads) {
+      if (absl::Status s = ApplyMask(acc, jobs[j].key.span(), jobs[j].add, mask); !s.ok()) {
+        status[t] = s;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return AbortWith(std::string(s.message()));
+  }
+  for (const auto& p : partial) AddMod(sum_, p, params_.modulus_bits);
   stage_ = ServerStage::kDone;
   responses_.clear();
   return std::move(sum_);

@@ -533,3 +533,41 @@ TEST(ClientRuntimeTest, AHeartbeatRefusedAsUnknownReRegisters) {
 
 }  // namespace
 }  // namespace tessera::client
+
+namespace tessera::client {
+namespace {
+
+TEST(ClientRuntimePrivacyTest, RequiringSecureAggregationRefusesAPlaintextTaskAndSendsNothing) {
+  FakeChannel channel;
+  FakeTrainer trainer(&channel.events);
+  ClientOptions options = Options("alice");
+  options.require_secure_aggregation = true;
+  ClientRuntime runtime(options, &channel, &trainer);
+  EXPECT_CODE(runtime.RunTask(MakeTask(1, "alice")), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(channel.events.empty());  // no download, no training, no upload
+  EXPECT_TRUE(channel.uploads.empty());
+}
+
+TEST(ClientRuntimePrivacyTest, DpClippingUploadsGlobalPlusClippedDeltaAndReportsTheBit) {
+  FakeChannel channel;  // global {1, 2, 3, 4}; the fake trainer adds 1 to each: delta norm 2
+  FakeTrainer trainer(&channel.events);
+  ClientRuntime runtime(Options("alice"), &channel, &trainer);
+  TrainTask task = MakeTask(1, "alice");
+  task.dp.clip_norm = 1.0;
+  task.dp.report_unclipped = true;
+  channel.acks.push_back(core::UploadAck{false, 1});
+  ASSERT_OK(runtime.RunTask(task).status());
+  ASSERT_EQ(channel.uploads.size(), 1u);
+  std::vector<float> up = Values(channel.uploads[0].weights);
+  const std::vector<float> global = {1, 2, 3, 4};
+  double norm = 0;
+  for (size_t i = 0; i < up.size(); ++i) {
+    EXPECT_NEAR(up[i] - global[i], 0.5, 1e-6);  // the delta of 1s scaled to norm 1
+    norm += (up[i] - global[i]) * (up[i] - global[i]);
+  }
+  EXPECT_LE(std::sqrt(norm), 1.0 + 1e-6);
+  EXPECT_EQ(channel.uploads[0].metrics.at(core::kUnclippedMetric), 0.0);  // it was clipped
+}
+
+}  // namespace
+}  // namespace tessera::client

@@ -348,6 +348,37 @@ TEST(SecAggConfigTest, RefusesImpossibleParameters) {
   EXPECT_CODE(ResolveConfig(overflow, 100), absl::StatusCode::kInvalidArgument);
 }
 
+// Regression: k and t were once checked against the average number of surviving neighbours, so
+// at n = 1000 and 30% dropout some client almost always kept fewer than t and the round aborted.
+// The chosen k must now keep the chance that any client falls short below the target, checked
+// here by drawing dropouts on the real graph.
+TEST(SecAggConfigTest, ChosenParametersSurviveRandomDropoutsOnTheRealGraph) {
+  for (double dropout : {0.1, 0.3}) {
+    SecAggConfig requested;
+    requested.expected_dropout = dropout;
+    ASSERT_OK_AND_ASSIGN(SecAggConfig c, ResolveConfig(requested, 1000));
+    EXPECT_LE(AbortProbability(1000, c.neighbours, c.threshold, dropout), requested.max_abort_probability);
+    NeighbourGraph g = NeighbourGraph::Build(1000, c.neighbours, 5);
+    std::mt19937_64 rng(11);
+    std::bernoulli_distribution drops(dropout);
+    int aborted = 0;
+    const int draws = 100;
+    for (int d = 0; d < draws; ++d) {
+      std::vector<bool> alive(1001);
+      for (int p = 1; p <= 1000; ++p) alive[p] = !drops(rng);
+      for (ParticipantId p = 1; p <= 1000; ++p) {
+        int live = 0;
+        for (ParticipantId q : g.Neighbours(p)) live += alive[q] ? 1 : 0;
+        if (alive[p] && live < c.threshold) {
+          ++aborted;
+          break;
+        }
+      }
+    }
+    EXPECT_LE(aborted, 5) << "dropout " << dropout << ": k " << c.neighbours << ", t " << c.threshold;
+  }
+}
+
 TEST(NeighbourGraphTest, RingIsRegularSymmetricAndCompleteWhenKIsLarge) {
   NeighbourGraph g = NeighbourGraph::Build(50, 8, 3);
   for (ParticipantId p = 1; p <= 50; ++p) {
