@@ -184,6 +184,9 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
   sub->add_option("--data-dir", o.data_dir, "Fashion-MNIST IDX files (.gz or raw)")->capture_default_str();
   sub->add_option("--clients", o.num_clients, "Virtual clients")->capture_default_str();
   sub->add_option("--fraction", o.fraction, "Fraction of clients sampled per round (C)")->capture_default_str();
+  sub->add_option("--over-selection", o.over_selection,
+                  "Sample this factor more clients; a round closes once the target count reported")
+      ->capture_default_str();
   sub->add_option("--rounds", o.rounds, "Rounds")->capture_default_str();
   sub->add_option("--model", o.model, "logreg | mlp | cnn | PATH.pt (TorchScript)")->capture_default_str();
   sub->add_option("--partition", o.partition, "iid | shards:K | dirichlet:ALPHA")->capture_default_str();
@@ -232,6 +235,7 @@ struct CoordinatorArgs {
   int num_classes = 10;
   int rounds = 10;
   double fraction = 1.0;
+  double over_selection = 1.0;
   int min_clients = 2;
   int min_results = 1;
   double round_timeout = 600;
@@ -260,6 +264,9 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--num-classes", a->num_classes, "Classes")->capture_default_str();
   sub->add_option("--rounds", a->rounds, "Rounds")->capture_default_str();
   sub->add_option("--fraction", a->fraction, "Fraction of available clients sampled per round")->capture_default_str();
+  sub->add_option("--over-selection", a->over_selection,
+                  "Sample this factor more clients; a round closes once the target count reported")
+      ->capture_default_str();
   sub->add_option("--min-clients", a->min_clients, "Clients that must be available before a round opens")
       ->capture_default_str();
   sub->add_option("--min-results", a->min_results, "Quorum: valid results a round needs")->capture_default_str();
@@ -328,6 +335,7 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   coordinator::FedAvgOptions fedavg;
   fedavg.fraction = a.fraction;
   fedavg.min_fit_clients = 1;
+  fedavg.over_selection = a.over_selection;
   fedavg.min_available_clients = a.min_clients;
   fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
   auto strategy = coordinator::FedAvgStrategy::Create(fedavg);

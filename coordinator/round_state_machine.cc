@@ -104,6 +104,7 @@ absl::Status RoundStateMachine::MaybeStartRound() {
 
   round_ = next;
   phase_ = RoundPhase::kTraining;
+  target_results_ = deps_.strategy->TargetResults(static_cast<int>(sampled.size()));
   opened_at_ = now;
   deadline_ = now + config_.round_deadline;
   tasks_.clear();
@@ -227,7 +228,9 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
   answered_.insert(client);
   core::UploadAck ack{false, round_};
   accepted_.emplace(result.ref.task_id, ack);
-  if (AllAnswered()) TESSERA_RETURN_IF_ERROR(CloseRound());
+  // Over-selection: the round closes as soon as the target count has reported; the stragglers'
+  // results arrive for a closed round and are discarded.
+  if (AllAnswered() || static_cast<int>(accepted_.size()) >= target_results_) TESSERA_RETURN_IF_ERROR(CloseRound());
   return ack;
 }
 

@@ -166,6 +166,7 @@ class RoundStateMachine {
   std::set<core::ClientId> answered_;                // reported, rejected or dropped
   int rejected_ = 0;
   int dropped_ = 0;
+  int target_results_ = 0;  // valid results that close the open round early (over-selection)
   std::unique_ptr<aggregation::Aggregator> aggregator_;
   std::unique_ptr<SecAggRound> secagg_;  // secure rounds only
   core::Metrics metric_sums_;     // per metric: sum of num_examples * value

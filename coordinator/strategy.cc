@@ -12,6 +12,9 @@ absl::StatusOr<std::unique_ptr<FedAvgStrategy>> FedAvgStrategy::Create(const Fed
   if (!(options.fraction > 0.0 && options.fraction <= 1.0)) {
     return absl::InvalidArgumentError(core::StrCat("fraction must be in (0, 1], got ", options.fraction));
   }
+  if (!(options.over_selection >= 1.0 && options.over_selection <= 10.0)) {
+    return absl::InvalidArgumentError(core::StrCat("over-selection must be in [1, 10], got ", options.over_selection));
+  }
   if (options.min_fit_clients < 1 || options.min_available_clients < 1) {
     return absl::InvalidArgumentError("min_fit_clients and min_available_clients must be at least 1");
   }
@@ -30,7 +33,8 @@ std::vector<core::ClientId> FedAvgStrategy::SampleClients(const std::vector<core
   const int n = static_cast<int>(available.size());
   if (n < MinAvailableClients()) return {};
   int k = static_cast<int>(std::ceil(options_.fraction * n - 1e-9));
-  k = std::clamp(std::max(k, options_.min_fit_clients), 1, n);
+  k = std::max(k, options_.min_fit_clients);
+  k = std::clamp(static_cast<int>(std::ceil(k * options_.over_selection - 1e-9)), 1, n);
   // Partial Fisher-Yates: the first k of a uniform shuffle.
   std::vector<core::ClientId> pool = available;
   for (int i = 0; i < k; ++i) {
@@ -38,6 +42,10 @@ std::vector<core::ClientId> FedAvgStrategy::SampleClients(const std::vector<core
   }
   pool.resize(k);
   return pool;
+}
+
+int FedAvgStrategy::TargetResults(int sampled) const {
+  return std::clamp(static_cast<int>(std::ceil(sampled / options_.over_selection - 1e-9)), 1, sampled);
 }
 
 std::unique_ptr<aggregation::Aggregator> FedAvgStrategy::MakeAggregator(const core::ModelWeights& global) {

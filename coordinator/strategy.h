@@ -26,6 +26,9 @@ class Strategy {
                                                     core::RoundNumber round, core::Rng& rng) = 0;
   // The least number of available clients a round needs to open.
   virtual int MinAvailableClients() const = 0;
+  // How many valid results close a round early, out of `sampled` (over-selection: a strategy
+  // samples more clients than it needs and stops waiting once enough have reported).
+  virtual int TargetResults(int sampled) const { return sampled; }
 
   virtual core::TrainConfig ConfigureTrain(core::RoundNumber round) = 0;
 
@@ -41,6 +44,10 @@ struct FedAvgOptions {
   double fraction = 0.1;       // of the available clients, sampled per round
   int min_fit_clients = 1;     // sample at least this many
   int min_available_clients = 1;
+  // Over-selection (Bonawitz et al. 2019 select 130%): sample this factor more clients than the
+  // target count max(min_fit, ceil(fraction * available)); the round closes once the target count
+  // has reported. 1 = no over-selection.
+  double over_selection = 1.0;
   core::TrainConfig train;
 };
 
@@ -55,6 +62,7 @@ class FedAvgStrategy final : public Strategy {
   std::vector<core::ClientId> SampleClients(const std::vector<core::ClientId>& available,
                                             core::RoundNumber round, core::Rng& rng) override;
   int MinAvailableClients() const override;
+  int TargetResults(int sampled) const override;
   core::TrainConfig ConfigureTrain(core::RoundNumber round) override { return options_.train; }
   std::unique_ptr<aggregation::Aggregator> MakeAggregator(const core::ModelWeights& global) override;
   absl::StatusOr<core::ModelWeights> NextGlobalModel(const core::ModelWeights& global,

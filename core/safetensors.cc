@@ -38,7 +38,7 @@ std::string EncodeSafetensors(const ModelWeights& weights,
   std::memcpy(out.data() + 8, h.data(), h.size());
   char* p = out.data() + 8 + h.size();
   for (const auto& t : weights.tensors) {
-    std::memcpy(p, t.bytes().data(), t.byte_size());
+    if (t.byte_size() > 0) std::memcpy(p, t.bytes().data(), t.byte_size());  // data() of an empty tensor may be null
     p += t.byte_size();
   }
   return out;

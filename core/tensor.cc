@@ -77,7 +77,7 @@ NamedTensor NamedTensor::FromFloats(std::string name, std::vector<int64_t> shape
                                     std::span<const float> values) {
   NamedTensor t(std::move(name), std::move(shape), DType::kFloat32);
   if (values.size() != static_cast<size_t>(t.numel())) std::abort();  // caller's invariant
-  std::memcpy(t.data_.data(), values.data(), values.size_bytes());
+  if (!values.empty()) std::memcpy(t.data_.data(), values.data(), values.size_bytes());
   return t;
 }
 

@@ -77,7 +77,7 @@ for name in "${targets[@]}"; do
   if compgen -G "$fuzz_dir/crashes/$name/*" >/dev/null; then
     if ! "$bin" -timeout=5 -rss_limit_mb=2048 "$fuzz_dir/crashes/$name"/* >"$work/$name/replay.log" 2>&1; then
       echo "fuzz: $name: FAIL: a reproducer in fuzz/crashes/$name/ still crashes:"
-      grep -E "Running: |runtime error|ERROR: |FUZZ_CHECK|SUMMARY" "$work/$name/replay.log" | head -n 20
+      grep -E "Running: |runtime error|ERROR: |FUZZ_CHECK|SUMMARY|^ +#[0-9] " "$work/$name/replay.log" | head -n 24
       failed+=("$name")
       continue
     fi

@@ -22,6 +22,7 @@ struct SimulationOptions {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   int num_clients = 100;
   double fraction = 0.1;
+  double over_selection = 1.0;  // sample this factor more; close a round once the target reported
   int rounds = 10;
   std::string model = "mlp";  // logreg | mlp | cnn | PATH.pt
   std::string partition = "iid";

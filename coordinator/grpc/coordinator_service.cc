@@ -24,9 +24,15 @@ absl::StatusOr<core::ClientId> CoordinatorService::PeerClientId(const grpc::Call
   if (claimed.empty()) return absl::InvalidArgumentError("client_id is required");
   auto auth = ctx.auth_context();
   if (auth && auth->IsPeerAuthenticated()) {
-    for (const auto& identity : auth->GetPeerIdentity()) {
+    const auto identities = auth->GetPeerIdentity();
+    for (const auto& identity : identities) {
       if (std::string(identity.data(), identity.size()) == claimed) return core::ClientId{claimed};
     }
+    // Logged by the certificate's name (issued by the federation's CA), not by the claimed id,
+    // which is the peer's free text.
+    core::Logger("coordinator")
+        ->warn("refused a request: the peer certified as '{}' claimed another client_id",
+               identities.empty() ? std::string("?") : std::string(identities[0].data(), identities[0].size()));
     return absl::PermissionDeniedError(StrCat("client_id '", claimed, "' does not match the peer certificate"));
   }
   return core::ClientId{claimed};

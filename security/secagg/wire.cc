@@ -62,7 +62,7 @@ std::string SerializeRequest(const StageRequest& request) {
   v1::SecAggRequest p;
   switch (request.stage()) {
     case Stage::kAdvertiseKeys: ToProto(std::get<0>(request.body), p.mutable_advertise_keys()); break;
-    case Stage::kShareKeys: ToProto(std::get<1>(request.body).sealed_shares, p.mutable_share_keys()); break;
+    case Stage::kShareKeys: ToProto(std::get<1>(request.body).sealed_shares, p.mutable_share_keys()); break;  // sets it
     case Stage::kMaskedInput: {
       const auto& v = std::get<2>(request.body).masked;
       // Little-endian on the wire, as on every machine Tessera builds for (x86-64, arm64).
@@ -71,6 +71,7 @@ std::string SerializeRequest(const StageRequest& request) {
     }
     case Stage::kUnmasking: {
       const auto& r = std::get<3>(request.body);
+      p.mutable_unmasking();  // set the oneof even when both maps are empty
       for (const auto& [id, s] : r.self_mask_shares) ToProto(s, &(*p.mutable_unmasking()->mutable_self_mask_shares())[id]);
       for (const auto& [id, s] : r.key_shares) ToProto(s, &(*p.mutable_unmasking()->mutable_key_shares())[id]);
       break;
@@ -95,7 +96,7 @@ absl::StatusOr<StageRequest> ParseRequest(std::string_view bytes) {
       if (raw.size() % sizeof(uint64_t) != 0) return absl::InvalidArgumentError("masked input is not whole uint64s");
       MaskedInput m;
       m.masked.resize(raw.size() / sizeof(uint64_t));
-      std::memcpy(m.masked.data(), raw.data(), raw.size());
+      if (!raw.empty()) std::memcpy(m.masked.data(), raw.data(), raw.size());  // data() may be null
       return StageRequest{std::move(m)};
     }
     case v1::SecAggRequest::kUnmasking: {
@@ -112,11 +113,13 @@ std::string SerializeReply(const StageReply& reply) {
   v1::SecAggReply p;
   switch (reply.body.index()) {
     case 0:
+      p.mutable_keys();  // set the oneof even when there are no neighbours
       for (const auto& [id, k] : std::get<0>(reply.body).neighbours) ToProto(k, &(*p.mutable_keys()->mutable_neighbours())[id]);
       break;
     case 1: ToProto(std::get<1>(reply.body).sealed_shares, p.mutable_shares()); break;
     case 2: {
       const auto& r = std::get<2>(reply.body);
+      p.mutable_unmasking_request();  // set the oneof even when both lists are empty
       for (ParticipantId id : r.survivors) p.mutable_unmasking_request()->add_survivors(id);
       for (ParticipantId id : r.dropped) p.mutable_unmasking_request()->add_dropped(id);
       break;

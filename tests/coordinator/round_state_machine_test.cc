@@ -880,3 +880,38 @@ TEST(RoundStateMachineTest, SummaryRecordsTheRoundDuration) {
 
 }  // namespace
 }  // namespace tessera::coordinator
+
+namespace tessera::coordinator {
+namespace {
+
+// Over-selection: 13 of 13 sampled for a target of 10 (fraction 10/13 of 13 available, x1.3);
+// the round closes after the 10th valid result, the 3 stragglers' results are discarded.
+TEST(RoundStateMachineOverSelectionTest, ClosesOnceTheTargetCountReported) {
+  MachineSetup s;
+  s.fedavg.fraction = 10.0 / 13.0;
+  s.fedavg.over_selection = 1.3;
+  s.fedavg.min_available_clients = 13;
+  s.config.num_rounds = 1;
+  Harness h(s);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 13; ++i) ids.push_back("c" + std::to_string(i));
+  h.Register(ids);
+  ASSERT_OK(h.machine->MaybeStartRound());
+  ASSERT_EQ(h.SampledInRound(1).size(), 13u);
+  for (int i = 0; i < 10; ++i) ASSERT_OK(h.Submit(ids[i], {1, 1, 1, 1}, 1).status());
+  EXPECT_EQ(h.machine->phase(), RoundPhase::kFinished);
+  ASSERT_EQ(h.machine->history().size(), 1u);
+  EXPECT_EQ(h.machine->history()[0].sampled, 13);
+  EXPECT_EQ(h.machine->history()[0].reported, 10);
+  EXPECT_CODE(h.Submit(ids[11], {9, 9, 9, 9}, 1), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(h.GlobalValues(), Pointwise(FloatNear(kTol), std::vector<float>{1, 1, 1, 1}));
+}
+
+TEST(RoundStateMachineOverSelectionTest, StrategyRefusesOverSelectionBelowOne) {
+  FedAvgOptions o;
+  o.over_selection = 0.8;
+  EXPECT_CODE(FedAvgStrategy::Create(o), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera::coordinator

@@ -7,7 +7,6 @@
 // allow-list (PERMISSION_DENIED). Every RPC has a deadline; every wait is bounded.
 #include <atomic>
 #include <chrono>
-#include <iostream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -244,7 +243,6 @@ void ExpectHandshakeRefused(const Federation& fed, const Pki& pki, const std::op
   EXPECT_LT(SecondsSince(t0), 8.0);
   // The coordinator never heard of it: a registration would have opened round 1.
   EXPECT_EQ(fed.coordinator->current_round(), 0u);
-  std::cerr << "refused: " << reg.status() << "\n";
 }
 
 TEST(MtlsTest, ClientWithoutACertificateIsRefusedInTheHandshake) {
