@@ -50,6 +50,9 @@ absl::StatusOr<ModelWeights> FromProto(const v1::Model& model) {
   std::set<std::string_view> names;
   for (const v1::Tensor& p : model.tensors()) {
     if (p.name().empty()) return absl::InvalidArgumentError("tensor with an empty name");
+    if (p.name() == "__metadata__") {
+      return absl::InvalidArgumentError("'__metadata__' is reserved (safetensors) and cannot name a tensor");
+    }
     if (!names.insert(p.name()).second) {
       return absl::InvalidArgumentError(StrCat("duplicate tensor name '", p.name(), "'"));
     }

@@ -13,7 +13,7 @@ namespace tessera::core {
 
 void ToProto(const ModelWeights& weights, v1::Model* out);
 // INVALID_ARGUMENT for unknown dtypes, negative shapes, data sizes that disagree with shapes,
-// empty or duplicate tensor names.
+// empty, duplicate or reserved ("__metadata__") tensor names.
 absl::StatusOr<ModelWeights> FromProto(const v1::Model& model);
 
 // The serialized v1::Model that downloads and uploads stream in chunks.

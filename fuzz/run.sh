@@ -19,7 +19,7 @@ if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
   exit 2
 fi
 
-fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 root="$(dirname "$fuzz_dir")"
 build="${TESSERA_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 cxx="${TESSERA_FUZZ_CXX:-}"
@@ -93,7 +93,7 @@ for name in "${targets[@]}"; do
     cp -r "$work/$name/artifacts/." "$findings/" 2>/dev/null || true
     echo "fuzz: $name: FAIL (exit $rc) after $((SECONDS - t1)) s; reproducer and log in $findings/"
     # The sanitizer or FUZZ_CHECK report, without libFuzzer's progress lines.
-    grep -vE '^#[0-9]+[[:space:]]|^INFO: |^MS: [0-9]' "$work/$name/fuzz.log" | tail -n 60
+    grep -vE '^#[0-9]+[[:space:]]|^INFO: |^MS: [0-9]|^[[:space:]]+NEW_FUNC' "$work/$name/fuzz.log" | tail -n 60
     failed+=("$name")
     continue
   fi

@@ -1,6 +1,7 @@
 // The wire encoding of SecAgg+ stage requests and replies (tessera.v1.SecAggRequest /
 // SecAggReply). Transports carry these bytes opaquely; everything parsed here is untrusted:
-// malformed bytes, keys of the wrong length or out-of-range ids are INVALID_ARGUMENT.
+// malformed bytes and keys of the wrong length are INVALID_ARGUMENT. Participant ids are not
+// checked here (any uint32 parses): the SecAgg server and client stages validate them.
 #pragma once
 
 #include <string>

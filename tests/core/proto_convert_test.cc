@@ -191,5 +191,19 @@ TEST(ProtoConvertTest, RoundRefRoundTrips) {
   EXPECT_EQ(FromProto(p), ref);
 }
 
+// Regression (found by the model fuzzer): "__metadata__" parsed as a tensor name, and the
+// safetensors file written from such a model did not decode.
+TEST(ProtoConvertTest, ReservedSafetensorsNameIsRefused) {
+  v1::Model m;
+  v1::Tensor* t = m.add_tensors();
+  t->set_name("__metadata__");
+  t->set_dtype(v1::DTYPE_FLOAT32);
+  t->add_shape(1);
+  t->set_data(std::string(4, '\0'));
+  auto w = FromProto(m);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(w.status().message()), HasSubstr("reserved"));
+}
+
 }  // namespace
 }  // namespace tessera::core
