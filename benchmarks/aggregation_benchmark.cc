@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "aggregation/fedavg.h"
 #include "core/tensor.h"
 
@@ -38,19 +39,7 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// The first three fields of /proc/loadavg: these machines are shared, and other load lowers
-// every figure (the ratios less so, since both sides of a ratio are measured together).
-std::string LoadAverage() {
-  std::FILE* f = std::fopen("/proc/loadavg", "r");
-  if (f == nullptr) return "unknown";
-  char buf[64] = {0};
-  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  std::string s(buf, n);
-  size_t pos = 0;
-  for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
-  return s.substr(0, pos);
-}
+using bench::LoadAverage;
 
 // Runs fn(0), ..., fn(threads - 1) on `threads` threads (the caller's thread runs fn(0)).
 void RunOnThreads(int threads, const std::function<void(int)>& fn) {

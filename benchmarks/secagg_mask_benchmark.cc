@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "core/rng.h"
 #include "security/crypto/prg.h"
 #include "security/secagg/fixed_point.h"
@@ -31,17 +32,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kCnnParameters = 1'663'370;
 constexpr int kReps = 40;
 
-std::string LoadAverage() {
-  std::FILE* f = std::fopen("/proc/loadavg", "r");
-  if (f == nullptr) return "unknown";
-  char buf[64] = {0};
-  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  std::string s(buf, n);
-  size_t pos = 0;
-  for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
-  return s.substr(0, pos);
-}
+using bench::LoadAverage;
 
 // Best (shortest) time of one call of fn, in seconds.
 double Best(double& best, const std::function<void()>& fn) {

@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "core/rng.h"
 #include "security/crypto/prg.h"
 #include "security/secagg/client.h"
@@ -64,19 +65,7 @@ constexpr int kViabilityDraws = 200;
 
 double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// The first three fields of /proc/loadavg: the machines are shared, and other load lowers every
-// figure (the ratios less so, since both sides are measured together).
-std::string LoadAverage() {
-  std::FILE* f = std::fopen("/proc/loadavg", "r");
-  if (f == nullptr) return "unknown";
-  char buf[64] = {0};
-  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  std::string s(buf, n);
-  size_t pos = 0;
-  for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
-  return s.substr(0, pos);
-}
+using bench::LoadAverage;
 
 void FillXorshift(std::vector<uint64_t>& v, uint64_t seed) {
   uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;

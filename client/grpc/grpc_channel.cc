@@ -23,6 +23,21 @@ void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+// Streams `header`, then `blob` in chunks of at most `chunk_bytes` (in the `data` field of the
+// reused `chunk` message), and returns the call's status. Stops writing once the stream breaks.
+template <typename Writer, typename Chunk>
+absl::Status WriteChunked(Writer& writer, const Chunk& header, const std::string& blob, size_t chunk_bytes,
+                          Chunk& chunk) {
+  bool ok = writer.Write(header);
+  for (const auto& range : core::SplitIntoChunks(blob.size(), chunk_bytes)) {
+    if (!ok) break;
+    chunk.set_data(blob.data() + range.offset, range.size);
+    ok = writer.Write(chunk);
+  }
+  writer.WritesDone();
+  return FromGrpc(writer.Finish());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcCoordinatorChannel>> GrpcCoordinatorChannel::Create(const std::string& target,
@@ -174,14 +189,7 @@ absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core:
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.transfer_timeout);
     auto writer = stub_->UploadResult(&ctx, &resp);
-    bool ok = writer->Write(header);
-    for (const auto& range : core::SplitIntoChunks(blob.size(), options_.chunk_bytes)) {
-      if (!ok) break;
-      chunk.set_data(blob.data() + range.offset, range.size);
-      ok = writer->Write(chunk);
-    }
-    writer->WritesDone();
-    return FromGrpc(writer->Finish());
+    return WriteChunked(*writer, header, blob, options_.chunk_bytes, chunk);
   });
   if (!s.ok()) return s;
   return core::UploadAck{resp.duplicate(), resp.accepted_round()};
@@ -201,19 +209,11 @@ absl::StatusOr<security::secagg::StageReply> GrpcCoordinatorChannel::SecAggStep(
   v1::SecAggStepResponse resp;
   v1::SecAggChunk chunk;
   // The stage is idempotent on the coordinator: a retry after a broken stream re-sends it.
-  grpc::Status last;
   absl::Status s = WithRetry("SecAggStep", [&]() -> absl::Status {
     grpc::ClientContext ctx;
     SetDeadline(ctx, max_wait + options_.transfer_timeout);
     auto writer = stub_->SecAggStep(&ctx, &resp);
-    bool ok = writer->Write(header);
-    for (const auto& range : core::SplitIntoChunks(blob.size(), options_.chunk_bytes)) {
-      if (!ok) break;
-      chunk.set_data(blob.data() + range.offset, range.size);
-      ok = writer->Write(chunk);
-    }
-    writer->WritesDone();
-    absl::Status st = FromGrpc(writer->Finish());
+    absl::Status st = WriteChunked(*writer, header, blob, options_.chunk_bytes, chunk);
     // "Stage still open" is the caller's to repeat (it paces it), not a transport failure.
     if (absl::IsUnavailable(st) && st.message().find("still open") != absl::string_view::npos) {
       return absl::FailedPreconditionError(std::string(st.message()));

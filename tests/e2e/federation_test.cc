@@ -10,7 +10,7 @@
 #include "aggregation/fedavg.h"
 #include "core/file_io.h"
 #include "core/safetensors.h"
-#include "tests/testing/subprocess.h"
+#include "tests/testing/e2e.h"
 
 namespace tessera {
 namespace {
@@ -19,30 +19,11 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-const std::string kTessera = std::string(TESSERA_BINARY_DIR) + "/cli/tessera";
-const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist";
-
-fs::path MakeTempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("tessera_e2e_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string ReadLog(const fs::path& p) {
-  auto s = core::ReadFile(p.string());
-  return s.ok() ? *s : "";
-}
-
-// Waits (bounded) for the coordinator to write the port it bound.
-int WaitForPort(const fs::path& port_file, testing::Subprocess& coordinator) {
-  for (int i = 0; i < 600; ++i) {
-    auto text = core::ReadFile(port_file.string());
-    if (text.ok() && !text->empty()) return std::stoi(*text);
-    if (coordinator.Wait(milliseconds(50))) return -1;
-  }
-  return -1;
-}
+using testing::kFashionMnist;
+using testing::kTessera;
+using testing::MakeTempDir;
+using testing::ReadLog;
+using testing::WaitForPort;
 
 TEST(FederationE2eTest, CoordinatorModelEqualsFedAvgOfClientUploads) {
   if (!fs::exists(kFashionMnist)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";

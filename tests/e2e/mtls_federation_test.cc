@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "core/file_io.h"
-#include "tests/testing/subprocess.h"
+#include "tests/testing/e2e.h"
 
 namespace tessera {
 namespace {
@@ -23,20 +23,11 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-const std::string kTessera = std::string(TESSERA_BINARY_DIR) + "/cli/tessera";
-const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist";
-
-fs::path MakeTempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("tessera_e2e_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string ReadLog(const fs::path& p) {
-  auto s = core::ReadFile(p.string());
-  return s.ok() ? *s : "";
-}
+using testing::kFashionMnist;
+using testing::kTessera;
+using testing::MakeTempDir;
+using testing::ReadLog;
+using testing::WaitForPort;
 
 // Runs `tessera args...` to completion (bounded); its exit code, or -1 if it did not finish.
 int RunTessera(std::vector<std::string> args, const fs::path& log) {
@@ -44,15 +35,6 @@ int RunTessera(std::vector<std::string> args, const fs::path& log) {
   testing::Subprocess p(args, log.string());
   if (!p.started()) return -1;
   return p.Wait(milliseconds(60'000)).value_or(-1);
-}
-
-int WaitForPort(const fs::path& port_file, testing::Subprocess& coordinator) {
-  for (int i = 0; i < 600; ++i) {
-    auto text = core::ReadFile(port_file.string());
-    if (text.ok() && !text->empty()) return std::stoi(*text);
-    if (coordinator.Wait(milliseconds(50))) return -1;
-  }
-  return -1;
 }
 
 mode_t Mode(const fs::path& p) {

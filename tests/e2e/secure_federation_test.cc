@@ -12,7 +12,7 @@
 
 #include "core/file_io.h"
 #include "core/safetensors.h"
-#include "tests/testing/subprocess.h"
+#include "tests/testing/e2e.h"
 
 namespace tessera {
 namespace {
@@ -20,13 +20,11 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-const std::string kTessera = std::string(TESSERA_BINARY_DIR) + "/cli/tessera";
-const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist";
-
-std::string ReadLog(const fs::path& p) {
-  auto s = core::ReadFile(p.string());
-  return s.ok() ? *s : "";
-}
+using testing::kFashionMnist;
+using testing::kTessera;
+using testing::MakeTempDir;
+using testing::ReadLog;
+using testing::WaitForPort;
 
 bool WaitForLog(const fs::path& log, const std::string& needle, testing::Subprocess& process, int timeout_ms) {
   for (int waited = 0; waited < timeout_ms; waited += 20) {
@@ -51,15 +49,8 @@ TEST(SecureFederationE2eTest, ClientKilledMidRoundIsRecoveredAndTheSumIsTheSurvi
        "--secure-aggregation-stage-timeout", "10", "--linger", "3", "--output", out.string(), "--log-level", "info"},
       coord_log.string());
   ASSERT_TRUE(coordinator.started());
-  int port = -1;
-  for (int i = 0; i < 600 && port < 0; ++i) {
-    auto text = core::ReadFile((dir / "port").string());
-    if (text.ok() && !text->empty()) port = std::stoi(*text);
-    if (port < 0) {
-      ASSERT_FALSE(coordinator.Wait(milliseconds(50)).has_value()) << ReadLog(coord_log);
-    }
-  }
-  ASSERT_GT(port, 0);
+  const int port = WaitForPort(dir / "port", coordinator);
+  ASSERT_GT(port, 0) << ReadLog(coord_log);
 
   // Clients 0-2 train on a thirtieth of Fashion-MNIST each; client 3 (the victim) on all of it,
   // so that it is still training when it is killed.

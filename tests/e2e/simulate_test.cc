@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tests/testing/subprocess.h"
+#include "tests/testing/e2e.h"
 
 namespace tessera {
 namespace {
@@ -16,19 +16,17 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kTessera = std::string(TESSERA_BINARY_DIR) + "/cli/tessera";
-const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist";
+using testing::kFashionMnist;
+using testing::kTessera;
+using testing::MakeTempDir;
+using testing::ReadLog;
+using testing::WaitForPort;
 
 std::vector<json> ReadJsonLines(const fs::path& path) {
   std::vector<json> out;
   std::ifstream in(path);
   for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
   return out;
-}
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Runs the acceptance command into `out`, with `extra` flags; returns the exit code.
@@ -48,8 +46,8 @@ TEST(SimulateAcceptanceTest, FashionMnistMlpReaches083AndIsReproducible) {
   fs::remove_all(dir);
   fs::create_directories(dir);
 
-  ASSERT_EQ(RunAcceptance(dir / "a", dir / "a.log"), 0) << Slurp(dir / "a.log");
-  ASSERT_EQ(RunAcceptance(dir / "b", dir / "b.log"), 0) << Slurp(dir / "b.log");
+  ASSERT_EQ(RunAcceptance(dir / "a", dir / "a.log"), 0) << ReadLog(dir / "a.log");
+  ASSERT_EQ(RunAcceptance(dir / "b", dir / "b.log"), 0) << ReadLog(dir / "b.log");
 
   auto a = ReadJsonLines(dir / "a" / "metrics.jsonl");
   auto b = ReadJsonLines(dir / "b" / "metrics.jsonl");
@@ -67,7 +65,7 @@ TEST(SimulateAcceptanceTest, FashionMnistMlpReaches083AndIsReproducible) {
   const double final_accuracy = a.back()["accuracy"].get<double>();
   EXPECT_GE(final_accuracy, 0.83);
 
-  json summary = json::parse(Slurp(dir / "a" / "summary.json"));
+  json summary = json::parse(ReadLog(dir / "a" / "summary.json"));
   EXPECT_EQ(summary["final_accuracy"].get<double>(), final_accuracy);
   EXPECT_EQ(summary["rounds"], 10);
   EXPECT_EQ(summary["config"]["clients"], 100);
@@ -75,7 +73,7 @@ TEST(SimulateAcceptanceTest, FashionMnistMlpReaches083AndIsReproducible) {
   // Every global model version is on disk.
   EXPECT_TRUE(fs::exists(dir / "a" / "models" / "model_v000010.safetensors"));
   // A progress line per round on the terminal.
-  const std::string log = Slurp(dir / "a.log");
+  const std::string log = ReadLog(dir / "a.log");
   EXPECT_NE(log.find("round  10/10"), std::string::npos) << log;
   fs::remove_all(dir);
 }
@@ -88,11 +86,11 @@ TEST(SimulateAcceptanceTest, SecureAggregationMatchesPlainAccuracy) {
   const fs::path dir = fs::temp_directory_path() / ("tessera_sim_secure_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  ASSERT_EQ(RunAcceptance(dir / "plain", dir / "plain.log"), 0) << Slurp(dir / "plain.log");
+  ASSERT_EQ(RunAcceptance(dir / "plain", dir / "plain.log"), 0) << ReadLog(dir / "plain.log");
   ASSERT_EQ(RunAcceptance(dir / "secure", dir / "secure.log",
                           {"--secure-aggregation", "--secure-aggregation-neighbours", "4"}),
             0)
-      << Slurp(dir / "secure.log");
+      << ReadLog(dir / "secure.log");
   auto plain = ReadJsonLines(dir / "plain" / "metrics.jsonl");
   auto secure = ReadJsonLines(dir / "secure" / "metrics.jsonl");
   ASSERT_EQ(plain.size(), 10u);
@@ -104,7 +102,7 @@ TEST(SimulateAcceptanceTest, SecureAggregationMatchesPlainAccuracy) {
   const double a = plain.back()["accuracy"].get<double>();
   const double b = secure.back()["accuracy"].get<double>();
   EXPECT_NEAR(b, a, 0.01) << "plain " << a << ", secure " << b;
-  json summary = json::parse(Slurp(dir / "secure" / "summary.json"));
+  json summary = json::parse(ReadLog(dir / "secure" / "summary.json"));
   EXPECT_EQ(summary["config"]["secure_aggregation"], true);
   EXPECT_EQ(summary["config"]["secagg"]["neighbours"], 4);
   fs::remove_all(dir);
