@@ -16,10 +16,11 @@ struct RetryPolicy {
 };
 
 // Whether an RPC that failed with `status` may be tried again (the coordinator's operations are
-// idempotent: results by task id).
+// idempotent: results by task id). RESOURCE_EXHAUSTED is not: the coordinator answers it for a
+// message above its size limit, which a retry cannot fix (an overloaded coordinator sheds load
+// with UNAVAILABLE).
 inline bool IsRetryable(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) || absl::IsResourceExhausted(status) ||
-         absl::IsAborted(status);
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) || absl::IsAborted(status);
 }
 
 // Delays between attempts: attempt k (from 1) waits uniform[0, min(max, initial * mult^(k-1))].

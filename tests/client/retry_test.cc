@@ -123,7 +123,6 @@ TEST(BackoffTest, AMultiplierOfThreeTriplesTheCap) {
 TEST(IsRetryableTest, TransientFailuresAreRetried) {
   EXPECT_TRUE(IsRetryable(absl::UnavailableError("connection refused")));
   EXPECT_TRUE(IsRetryable(absl::DeadlineExceededError("slow")));
-  EXPECT_TRUE(IsRetryable(absl::ResourceExhaustedError("busy")));
   EXPECT_TRUE(IsRetryable(absl::AbortedError("conflict")));
 }
 
@@ -132,6 +131,8 @@ TEST(IsRetryableTest, PermanentFailuresAndSuccessAreNotRetried) {
   EXPECT_FALSE(IsRetryable(absl::InvalidArgumentError("bad")));
   EXPECT_FALSE(IsRetryable(absl::NotFoundError("unknown client")));
   EXPECT_FALSE(IsRetryable(absl::PermissionDeniedError("wrong certificate")));
+  // Regression: an oversized upload (RESOURCE_EXHAUSTED) was re-sent whole up to 8 times.
+  EXPECT_FALSE(IsRetryable(absl::ResourceExhaustedError("declared size exceeds the limit")));
   EXPECT_FALSE(IsRetryable(absl::FailedPreconditionError("round moved on")));
 }
 
