@@ -248,6 +248,7 @@ struct CoordinatorArgs {
   std::string eval_data_dir;
   double linger = 5;
   bool insecure = false;
+  bool sync_state = false;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string allow_list, revoked;  // client-id files (certs_command.h)
   PrivacyArgs privacy;
@@ -277,6 +278,9 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--seed", a->seed, "Seed of the initial model and of sampling")->capture_default_str();
   sub->add_option("--run-id", a->run_id, "Run id (default: run-SEED)");
   sub->add_option("--output", a->output, "Directory for metrics.jsonl, summary.json and models/");
+  sub->add_flag("--sync-state", a->sync_state,
+               "fsync the state database and spooled results at every commit (survive machine crashes, not only "
+               "process crashes)");
   sub->add_option("--eval-data-dir", a->eval_data_dir, "Evaluate each global model on Fashion-MNIST's test split here");
   sub->add_option("--linger", a->linger, "Seconds to keep serving after the last round, so clients hear it ended")
       ->capture_default_str();
@@ -352,7 +356,11 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   if (!a.output.empty()) opts.model_dir = (std::filesystem::path(a.output) / "models").string();
   if (a.privacy.secure_aggregation) opts.round.secure_aggregation = a.privacy.secagg;
   opts.round.dp = a.privacy.dp;
-  if (!a.output.empty()) opts.round.privacy_state_file = (std::filesystem::path(a.output) / "privacy.txt").string();
+  if (!a.output.empty()) {
+    // The run's state: a coordinator restarted with the same --output picks up where it stopped.
+    opts.state_db = (std::filesystem::path(a.output) / "state.db").string();
+    opts.sync_state_to_disk = a.sync_state;
+  }
   if (!a.allow_list.empty()) {
     auto allowed = ReadClientIdList(a.allow_list);
     if (!allowed.ok()) return Fail(cmd, allowed.status());
@@ -368,6 +376,12 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   deps.observer = log->get();
   auto coord = coordinator::Coordinator::Create(opts, *std::move(strategy), *std::move(initial), deps);
   if (!coord.ok()) return Fail(cmd, coord.status());
+  if ((*coord)->resumed()) {
+    const auto history = (*coord)->history();
+    (*log)->Resume(history);
+    std::printf("tessera coordinator: resumed run '%s' from %s after %zu rounds\n", opts.round.run_id.c_str(),
+                opts.state_db.c_str(), history.size());
+  }
 
   coordinator::ServerTlsOptions tls{a.insecure, a.tls_cert, a.tls_key, a.tls_client_ca};
   auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls);

@@ -45,8 +45,26 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   TESSERA_RETURN_IF_ERROR(initial_model.CheckFinite());
   if (!deps.clock) deps.clock = core::RealClock::Get();
   std::unique_ptr<Coordinator> c(new Coordinator(options, std::move(strategy), deps));
-  TESSERA_ASSIGN_OR_RETURN(c->store_,
-                           ModelStore::Create(options.model_dir, std::move(initial_model), options.round.run_id));
+  std::optional<RestoredState> restored;
+  if (!options.state_db.empty()) {
+    if (options.model_dir.empty()) return absl::InvalidArgumentError("a state database needs a model directory");
+    TESSERA_ASSIGN_OR_RETURN(c->journal_, StateStore::Open({options.state_db, options.round.run_id,
+                                                            options.sync_state_to_disk}));
+    TESSERA_ASSIGN_OR_RETURN(restored, c->journal_->Load());
+  }
+  if (restored) {
+    TESSERA_ASSIGN_OR_RETURN(c->store_, ModelStore::Reopen(options.model_dir, options.round.run_id,
+                                                           restored->model_version, restored->model_round,
+                                                           restored->model_sha256, initial_model));
+    // Every client the run knew is given a liveness period to be heard from again.
+    for (auto& [id, properties] : restored->clients) c->registry_.Register(id, properties, deps.clock->Now());
+    c->revoked_.insert(restored->revoked.begin(), restored->revoked.end());
+    c->resumed_ = true;
+  } else {
+    TESSERA_ASSIGN_OR_RETURN(c->store_,
+                             ModelStore::Create(options.model_dir, std::move(initial_model), options.round.run_id));
+    if (c->journal_) TESSERA_RETURN_IF_ERROR(c->journal_->SaveInitialVersion(c->store_->Current()->sha256));
+  }
   RoundDeps rd;
   rd.strategy = c->strategy_.get();
   rd.store = c->store_.get();
@@ -55,7 +73,15 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   rd.clock = deps.clock;
   rd.evaluator = deps.evaluator;
   rd.observer = deps.observer;
+  rd.journal = c->journal_.get();
   TESSERA_ASSIGN_OR_RETURN(c->rounds_, RoundStateMachine::Create(options.round, rd));
+  if (restored) {
+    std::lock_guard lock(c->mu_);
+    TESSERA_RETURN_IF_ERROR(c->rounds_->Restore(*restored));
+    core::Logger("coordinator")->info("run '{}' resumed from {}: model v{}, {} rounds done, {} clients known",
+                                      options.round.run_id, options.state_db, restored->model_version,
+                                      restored->history.size(), restored->clients.size());
+  }
   return c;
 }
 
@@ -84,6 +110,14 @@ absl::StatusOr<core::RegisterReply> Coordinator::Register(const ClientId& client
     if (absl::Status s = CheckAdmitted(client); !s.ok()) {
       core::Logger("coordinator")->warn("registration refused: {}", std::string(s.message()));
       return s;
+    }
+    if (journal_) {
+      // A registration the database cannot keep is refused: the client tries again.
+      if (absl::Status s = journal_->SaveClient(client, properties); !s.ok()) {
+        core::Logger("coordinator")->error("cannot record the registration of '{}': {}", client.value,
+                                           std::string(s.message()));
+        return absl::UnavailableError("the coordinator cannot record registrations right now; try again");
+      }
     }
     if (registry_.Register(client, std::move(properties), deps_.clock->Now())) {
       core::Logger("coordinator")->info("client '{}' registered ({} known)", client.value, registry_.size());
@@ -270,6 +304,12 @@ void Coordinator::Revoke(const ClientId& client) {
   {
     std::lock_guard lock(mu_);
     if (!revoked_.insert(client.value).second) return;
+    if (journal_) {
+      if (absl::Status s = journal_->SaveRevoked(client.value); !s.ok()) {
+        core::Logger("coordinator")->error("the revocation of '{}' is not durable: {}", client.value,
+                                           std::string(s.message()));
+      }
+    }
     core::Logger("coordinator")->warn("client '{}' revoked", client.value);
     const absl::Status denied = CheckAdmitted(client);
     if (auto w = waiters_.find(client); w != waiters_.end()) {
@@ -299,6 +339,7 @@ void Coordinator::Tick() {
     const absl::Time now = deps_.clock->Now();
     for (const ClientId& gone : registry_.ExpireStale(now)) {
       mailbox_->Remove(gone);  // counted as dropped: its task is void
+      if (journal_) journal_->ForgetClient(gone).IgnoreError();  // at worst it is live again after a restart
       core::Logger("coordinator")->info("client '{}' dropped: silent for over {}", gone.value,
                                         absl::FormatDuration(options_.liveness_timeout));
       if (auto s = rounds_->OnClientDropped(gone); !s.ok()) {

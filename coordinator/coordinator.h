@@ -24,6 +24,7 @@
 #include "coordinator/client_sender.h"
 #include "coordinator/model_store.h"
 #include "coordinator/round_state_machine.h"
+#include "coordinator/state_store.h"
 #include "coordinator/strategy.h"
 #include "core/clock.h"
 #include "core/federation.h"
@@ -33,6 +34,10 @@ namespace tessera::coordinator {
 struct CoordinatorOptions {
   RoundConfig round;
   std::string model_dir;  // where model versions are written ("" = memory only)
+  // The SQLite database of the run's state (needs model_dir; "" = memory only). A coordinator
+  // started on the database of an earlier life of the same run picks up where it stopped.
+  std::string state_db;
+  bool sync_state_to_disk = false;  // see StateStore: survive machine crashes, not only SIGKILL
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration liveness_timeout = absl::Seconds(30);  // a silent client is dropped after this
   absl::Duration max_poll_wait = absl::Seconds(30);
@@ -102,6 +107,8 @@ class Coordinator {
   // Blocks until the run is finished or `timeout` passes; true if finished.
   bool WaitFinished(absl::Duration timeout);
   std::vector<RoundSummary> history() const;
+  // Whether this coordinator resumed a run from its state database.
+  bool resumed() const { return resumed_; }
   std::shared_ptr<const ModelBlob> global_model() const { return store_->Current(); }
   const std::string& run_id() const { return options_.round.run_id; }
   RoundPhase phase() const;
@@ -133,6 +140,7 @@ class Coordinator {
   const CoordinatorOptions options_;
   const CoordinatorDeps deps_;
   std::unique_ptr<Strategy> strategy_;
+  std::unique_ptr<StateStore> journal_;
   std::unique_ptr<ModelStore> store_;
   std::unique_ptr<Mailbox> mailbox_;
 
@@ -144,6 +152,7 @@ class Coordinator {
   std::map<core::ClientId, SecAggWaiter> secagg_waiters_;  // GUARDED_BY(mu_)
   bool released_ = false;                          // GUARDED_BY(mu_)
   std::set<std::string> revoked_;                  // GUARDED_BY(mu_)
+  bool resumed_ = false;
 };
 
 }  // namespace tessera::coordinator

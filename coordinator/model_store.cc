@@ -23,6 +23,29 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Create(std::string dir, 
   return store;
 }
 
+absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Reopen(std::string dir, const std::string& run_id,
+                                                               core::ModelVersion version, core::RoundNumber round,
+                                                               const std::string& expected_sha256,
+                                                               const core::ModelWeights& layout) {
+  if (dir.empty()) return absl::InvalidArgumentError("reopening a model store needs its directory");
+  std::unique_ptr<ModelStore> store(new ModelStore(std::move(dir), run_id));
+  const std::string path = store->PathFor(version);
+  auto file = core::ReadSafetensorsFile(path);
+  if (!file.ok()) {
+    return absl::DataLossError(core::StrCat("the current model version ", version, " cannot be read from ", path, ": ",
+                                            file.status().message()));
+  }
+  if (absl::Status s = layout.CheckSameLayout(file->weights); !s.ok()) {
+    return absl::FailedPreconditionError(
+        core::StrCat(path, " does not have the layout of this coordinator's model: ", s.message()));
+  }
+  TESSERA_RETURN_IF_ERROR(store->Install(version, round, std::move(file->weights), {}, /*write=*/false));
+  if (store->Current()->sha256 != expected_sha256) {
+    return absl::DataLossError(core::StrCat(path, " is not the model version ", version, " the state database recorded"));
+  }
+  return store;
+}
+
 std::shared_ptr<const ModelBlob> ModelStore::Current() const {
   std::lock_guard lock(mu_);
   return current_;
@@ -40,13 +63,13 @@ absl::Status ModelStore::Publish(core::ModelWeights weights, core::RoundNumber r
 }
 
 absl::Status ModelStore::Install(core::ModelVersion version, core::RoundNumber round, core::ModelWeights weights,
-                                 const core::Metrics& metrics) {
+                                 const core::Metrics& metrics, bool write) {
   auto blob = std::make_shared<ModelBlob>();
   blob->version = version;
   blob->round = round;
   blob->serialized = core::SerializeModel(weights);
   blob->sha256 = core::Sha256Digest(blob->serialized);
-  if (!dir_.empty()) {
+  if (!dir_.empty() && write) {
     std::map<std::string, std::string> meta = {{"format", "tessera"},
                                                {"run_id", run_id_},
                                                {"version", std::to_string(version)},

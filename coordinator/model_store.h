@@ -32,6 +32,12 @@ class ModelStore {
   // `dir` may be empty (in memory only). Writes version 0 when a directory is given.
   static absl::StatusOr<std::unique_ptr<ModelStore>> Create(std::string dir, core::ModelWeights initial,
                                                             const std::string& run_id);
+  // Reopens `dir` at `version` (a restarted coordinator): reads its file, which must hold the
+  // layout of `layout` and serialize to `expected_sha256`. DATA_LOSS when it does not.
+  static absl::StatusOr<std::unique_ptr<ModelStore>> Reopen(std::string dir, const std::string& run_id,
+                                                            core::ModelVersion version, core::RoundNumber round,
+                                                            const std::string& expected_sha256,
+                                                            const core::ModelWeights& layout);
 
   std::shared_ptr<const ModelBlob> Current() const;
   // Writes and installs version Current()->version + 1.
@@ -41,8 +47,9 @@ class ModelStore {
 
  private:
   ModelStore(std::string dir, std::string run_id) : dir_(std::move(dir)), run_id_(std::move(run_id)) {}
+  // Writes the version's file unless `write` is false (it is already there), then makes it current.
   absl::Status Install(core::ModelVersion version, core::RoundNumber round, core::ModelWeights weights,
-                       const core::Metrics& metrics);
+                       const core::Metrics& metrics, bool write = true);
 
   const std::string dir_;
   const std::string run_id_;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_io.h"
+#include "coordinator/state_store.h"
 #include "core/logging.h"
 #include "security/dp/gaussian.h"
 #include "security/secagg/fixed_point.h"
@@ -52,25 +53,111 @@ absl::StatusOr<std::unique_ptr<RoundStateMachine>> RoundStateMachine::Create(Rou
     if (!m->config_.privacy_state_file.empty()) {
       auto saved = core::ReadFile(m->config_.privacy_state_file);
       if (saved.ok()) {
-        // {"rdp": accountant state, "clip_norm": the adaptive clip norm}
-        auto j = nlohmann::json::parse(*saved, nullptr, /*allow_exceptions=*/false);
-        if (!j.is_object() || !j.contains("rdp") || !j["rdp"].is_string()) {
-          return absl::InvalidArgumentError(StrCat("privacy state ", m->config_.privacy_state_file, " is corrupt"));
-        }
-        TESSERA_ASSIGN_OR_RETURN(auto restored, security::dp::RdpAccountant::Deserialize(j["rdp"].get<std::string>()));
-        m->accountant_ = std::make_unique<security::dp::RdpAccountant>(std::move(restored));
-        if (m->clipper_ && j.contains("clip_norm") && j["clip_norm"].is_number()) {
-          security::dp::AdaptiveClippingConfig resumed = *dp.adaptive;
-          resumed.initial_clip = j["clip_norm"].get<double>();
-          TESSERA_ASSIGN_OR_RETURN(auto clipper, security::dp::AdaptiveClipper::Create(resumed));
-          m->clipper_.emplace(std::move(clipper));
-        }
+        TESSERA_RETURN_IF_ERROR(m->RestorePrivacyState(*saved, m->config_.privacy_state_file));
       } else if (!absl::IsNotFound(saved.status())) {
         return saved.status();
       }
     }
   }
   return m;
+}
+
+absl::Status RoundStateMachine::RestorePrivacyState(const std::string& text, const std::string& where) {
+  if (!accountant_) return absl::OkStatus();
+  // {"rdp": accountant state, "clip_norm": the adaptive clip norm}
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("rdp") || !j["rdp"].is_string()) {
+    return absl::InvalidArgumentError(StrCat("privacy state ", where, " is corrupt"));
+  }
+  TESSERA_ASSIGN_OR_RETURN(auto restored, security::dp::RdpAccountant::Deserialize(j["rdp"].get<std::string>()));
+  accountant_ = std::make_unique<security::dp::RdpAccountant>(std::move(restored));
+  if (clipper_ && j.contains("clip_norm") && j["clip_norm"].is_number()) {
+    security::dp::AdaptiveClippingConfig resumed = *config_.dp.adaptive;
+    resumed.initial_clip = j["clip_norm"].get<double>();
+    TESSERA_ASSIGN_OR_RETURN(auto clipper, security::dp::AdaptiveClipper::Create(resumed));
+    clipper_.emplace(std::move(clipper));
+  }
+  return absl::OkStatus();
+}
+
+void RoundStateMachine::JournalError(const absl::Status& s, std::string_view what) const {
+  if (s.ok()) return;
+  core::Logger("coordinator")->error("round {}: the state database did not record {}: {}", round_, what,
+                                     std::string(s.message()));
+}
+
+absl::Status RoundStateMachine::Restore(const RestoredState& st) {
+  round_ = st.last_round;
+  history_ = st.history;
+  accepted_last_round_ = st.accepted_last_round;
+  if (!st.privacy_state.empty()) TESSERA_RETURN_IF_ERROR(RestorePrivacyState(st.privacy_state, deps_.journal->path()));
+  phase_ = round_ >= config_.num_rounds ? RoundPhase::kFinished : RoundPhase::kWaitingForClients;
+  if (!st.open_round) return absl::OkStatus();
+
+  const PersistedRound& open = *st.open_round;
+  auto global = deps_.store->Current();
+  if (open.model_version != global->version) {
+    return absl::DataLossError(StrCat("state database: round ", open.round, " trains model v", open.model_version,
+                                      " but the current version is v", global->version));
+  }
+  round_ = open.round;
+  phase_ = RoundPhase::kTraining;
+  opened_at_ = open.opened_at;
+  deadline_ = open.deadline;
+  target_results_ = open.target_results;
+  sampling_rate_ = open.sampling_rate;
+  round_clip_norm_ = open.clip_norm;
+  core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
+  for (const auto& t : open.tasks) {
+    core::TrainTask task;
+    task.ref = {config_.run_id, round_, t.task_id};
+    task.model_version = global->version;
+    task.model_bytes = global->serialized.size();
+    task.model_sha256 = global->sha256;
+    task.config = train;
+    task.deadline = deadline_;
+    task.dp.clip_norm = round_clip_norm_;
+    task.dp.report_unclipped = clipper_.has_value();
+    tasks_.emplace(t.client, task);
+    if (t.answer == "rejected") ++rejected_;
+    if (t.answer == "dropped") ++dropped_;
+    if (t.answer == "rejected" || t.answer == "dropped") answered_.insert(t.client);
+  }
+  if (open.secure) {
+    // The SecAgg+ session (keys, shares, masked sums) lives in memory only: its clients'
+    // messages cannot be matched any more. The next round starts afresh.
+    AbandonRound("the coordinator restarted during secure aggregation, whose session is not persisted");
+    return absl::OkStatus();
+  }
+  aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
+  for (const PersistedResult& r : open.accepted) {
+    auto weights = deps_.journal->ReadSpooled(r);
+    absl::Status s = weights.status();
+    if (s.ok()) s = aggregator_->Accumulate({*weights, static_cast<double>(r.num_examples)});
+    if (!s.ok()) {
+      // Only a crash of the machine without sync_to_disk can lose a spooled result.
+      core::Logger("coordinator")->error("round {}: the accepted result of '{}' is lost: {}", round_, r.client.value,
+                                         std::string(s.message()));
+      continue;
+    }
+    accepted_.emplace(r.task_id, core::UploadAck{false, round_});
+    answered_.insert(r.client);
+    if (clipper_) {
+      auto bit = r.metrics.find(core::kUnclippedMetric);
+      if (bit != r.metrics.end() && bit->second >= 0.5) ++unclipped_count_;
+    }
+    for (const auto& [name, value] : r.metrics) {
+      metric_sums_[name] += value * r.num_examples;
+      metric_weights_[name] += r.num_examples;
+    }
+  }
+  core::Logger("coordinator")->info("round {} resumed: {} of {} sampled clients had reported", round_,
+                                    accepted_.size(), tasks_.size());
+  for (const auto& t : open.tasks) {
+    if (!answered_.contains(t.client)) deps_.sender->SendTask(t.client, tasks_.at(t.client));
+  }
+  if (AllAnswered() || static_cast<int>(accepted_.size()) >= target_results_) return CloseRound();
+  return absl::OkStatus();
 }
 
 RoundStateMachine::RoundStateMachine(RoundConfig config, RoundDeps deps)
@@ -148,6 +235,27 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     task.dp.report_unclipped = clipper_.has_value();
     tasks_.emplace(id, task);
   }
+  if (deps_.journal != nullptr) {
+    PersistedRound persisted;
+    persisted.round = round_;
+    persisted.opened_at = opened_at_;
+    persisted.deadline = deadline_;
+    persisted.model_version = global->version;
+    persisted.target_results = target_results_;
+    persisted.sampling_rate = sampling_rate_;
+    persisted.clip_norm = round_clip_norm_;
+    persisted.secure = secagg_ != nullptr;
+    for (const ClientId& id : sampled) persisted.tasks.push_back({id, tasks_.at(id).ref.task_id, ""});
+    if (absl::Status s = deps_.journal->RoundOpened(persisted); !s.ok()) {
+      // A round the database does not know would be lost by a restart: it does not open.
+      phase_ = RoundPhase::kWaitingForClients;
+      round_ = next - 1;
+      tasks_.clear();
+      aggregator_.reset();
+      secagg_.reset();
+      return s;
+    }
+  }
   core::Logger("coordinator")->info("round {} opened: {} of {} available clients sampled, model v{}", round_,
                                     sampled.size(), available.size(), global->version);
   // Hand out in sampling order (the simulator's scheduler relies on a stable order).
@@ -197,6 +305,7 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
   auto reject = [&](absl::Status why) {
     ++rejected_;
     answered_.insert(client);
+    if (deps_.journal != nullptr) JournalError(deps_.journal->TaskAnswered(round_, client, "rejected"), "a rejection");
     core::Logger("coordinator")->warn("round {}: rejected result of '{}': {}", round_, client.value,
                                       std::string(why.message()));
     return why;
@@ -208,14 +317,23 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
     return s;
   }
   absl::Status valid = result.weights.CheckFinite();
-  if (valid.ok()) {
-    valid = aggregator_->Accumulate({result.weights, static_cast<double>(result.num_examples)});
-  }
+  if (valid.ok()) valid = result.weights.CheckSameLayout(*deps_.store->Current()->weights);
   if (!valid.ok()) {
     absl::Status s = reject(valid);
     if (AllAnswered()) TESSERA_RETURN_IF_ERROR(CloseRound());
     return s;
   }
+  if (deps_.journal != nullptr) {
+    // Durable before acknowledged: a crash after this point still counts the result, once.
+    if (absl::Status s = deps_.journal->ResultAccepted(round_, result.ref.task_id, client, result.num_examples,
+                                                       result.metrics, result.weights);
+        !s.ok()) {
+      core::Logger("coordinator")->error("round {}: cannot record the result of '{}': {}", round_, client.value,
+                                         std::string(s.message()));
+      return absl::UnavailableError("the coordinator cannot record results right now; send it again");
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(aggregator_->Accumulate({result.weights, static_cast<double>(result.num_examples)}));
   if (clipper_) {
     auto bit = result.metrics.find(core::kUnclippedMetric);
     if (bit != result.metrics.end() && bit->second >= 0.5) ++unclipped_count_;
@@ -246,6 +364,7 @@ absl::Status RoundStateMachine::OnClientDropped(const ClientId& client) {
   if (answered_.contains(client)) return absl::OkStatus();
   ++dropped_;
   answered_.insert(client);
+  if (deps_.journal != nullptr) JournalError(deps_.journal->TaskAnswered(round_, client, "dropped"), "a dropout");
   if (AllAnswered()) return CloseRound();
   return absl::OkStatus();
 }
@@ -421,11 +540,17 @@ absl::Status RoundStateMachine::PublishRound(core::ModelWeights aggregate, int r
   return MaybeStartRound();
 }
 
-absl::Status RoundStateMachine::SavePrivacyState() const {
-  if (config_.privacy_state_file.empty()) return absl::OkStatus();
+std::string RoundStateMachine::PrivacyStateJson() const {
+  if (!accountant_) return "";
   nlohmann::json j = {{"rdp", accountant_->Serialize()}};
   if (clipper_) j["clip_norm"] = clipper_->clip_norm();
-  return core::WriteFileAtomic(config_.privacy_state_file, j.dump());
+  return j.dump();
+}
+
+absl::Status RoundStateMachine::SavePrivacyState() const {
+  // With a state database the accountant moves with the round's close, in one transaction.
+  if (config_.privacy_state_file.empty() || deps_.journal != nullptr) return absl::OkStatus();
+  return core::WriteFileAtomic(config_.privacy_state_file, PrivacyStateJson());
 }
 
 double RoundStateMachine::epsilon() const {
@@ -459,6 +584,11 @@ void RoundStateMachine::FinishRound(RoundSummary summary) {
   deps_.sender->EndRound(round_);
   tasks_.clear();
   phase_ = round_ >= config_.num_rounds ? RoundPhase::kFinished : RoundPhase::kWaitingForClients;
+  if (deps_.journal != nullptr) {
+    std::optional<std::string> published;
+    if (summary.outcome == RoundOutcome::kCompleted) published = deps_.store->Current()->sha256;
+    JournalError(deps_.journal->RoundClosed(summary, published, PrivacyStateJson()), "the round's close");
+  }
   history_.push_back(summary);
   if (deps_.observer != nullptr) deps_.observer->OnRoundEnd(history_.back());
 }

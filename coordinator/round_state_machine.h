@@ -37,6 +37,9 @@
 
 namespace tessera::coordinator {
 
+class StateStore;
+struct RestoredState;
+
 enum class RoundPhase { kWaitingForClients, kTraining, kFinished };
 enum class RoundOutcome { kCompleted, kAbandoned };
 
@@ -102,12 +105,19 @@ struct RoundDeps {
   const core::Clock* clock = nullptr;  // required
   Evaluator* evaluator = nullptr;      // optional: server-side evaluation
   RoundObserver* observer = nullptr;   // optional
+  StateStore* journal = nullptr;       // optional: durable state (crash safety)
 };
 
 class RoundStateMachine {
  public:
   // INVALID_ARGUMENT for a missing dependency or nonsensical config.
   static absl::StatusOr<std::unique_ptr<RoundStateMachine>> Create(RoundConfig config, RoundDeps deps);
+
+  // Picks up where an earlier life of the run stopped (call once, after Create, before any
+  // event): the history, the accountant, and the open round with every result it had accepted,
+  // folded again in acceptance order. A secure round cannot be resumed (its session is not
+  // persisted): it is abandoned. The open round's unanswered tasks are handed out again.
+  absl::Status Restore(const RestoredState& state);
 
   // Opens the next round if none is open and enough clients are available.
   absl::Status MaybeStartRound();
@@ -178,6 +188,11 @@ class RoundStateMachine {
   double round_clip_norm_ = 0;                               // the clip norm of the open round
   int unclipped_count_ = 0;                                  // clients within it, this round
   absl::Status SavePrivacyState() const;
+  std::string PrivacyStateJson() const;  // "" without an accountant
+  absl::Status RestorePrivacyState(const std::string& text, const std::string& where);
+  // Logs a failed journal write of an event the round already acted on (the state database
+  // then lags; a restart replays from its last good state).
+  void JournalError(const absl::Status& s, std::string_view what) const;
   double ClipNorm() const { return clipper_ ? clipper_->clip_norm() : config_.dp.clip_norm; }
   double sampling_rate_ = 1.0;                               // of the open round
   std::string finish_reason_;

@@ -41,9 +41,9 @@ double Get(const core::Metrics& m, const std::string& key) {
   auto it = m.find(key);
   return it == m.end() ? std::nan("") : it->second;
 }
-}  // namespace
 
-void RunLog::OnRoundEnd(const RoundSummary& s) {
+// One metrics.jsonl line.
+json LineFor(const RoundSummary& s, absl::Time started) {
   json j;
   j["round"] = s.round;
   j["outcome"] = std::string(RoundOutcomeName(s.outcome));
@@ -65,7 +65,26 @@ void RunLog::OnRoundEnd(const RoundSummary& s) {
   j["durations"] = {{"round_seconds", absl::ToDoubleSeconds(s.duration)},
                     {"aggregate_seconds", absl::ToDoubleSeconds(s.aggregate_time)},
                     {"eval_seconds", absl::ToDoubleSeconds(s.eval_time)},
-                    {"wall_seconds", absl::ToDoubleSeconds(absl::Now() - started_)}};
+                    {"wall_seconds", absl::ToDoubleSeconds(absl::Now() - started)}};
+  return j;
+}
+
+}  // namespace
+
+void RunLog::Resume(const std::vector<RoundSummary>& history) {
+  std::lock_guard lock(mu_);
+  rounds_ = history;
+  if (!metrics_) return;
+  // metrics.jsonl is rebuilt from the state database: a line the crash cut off comes back.
+  for (const RoundSummary& s : history) {
+    std::string line = LineFor(s, started_).dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), metrics_);
+  }
+  std::fflush(metrics_);
+}
+
+void RunLog::OnRoundEnd(const RoundSummary& s) {
+  const json j = LineFor(s, started_);
   std::lock_guard lock(mu_);
   rounds_.push_back(s);
   if (metrics_) {

@@ -24,6 +24,8 @@ class RunLog final : public RoundObserver {
   ~RunLog() override;
 
   void OnRoundEnd(const RoundSummary& summary) override;
+  // A resumed run: the rounds before the restart (rewritten to metrics.jsonl).
+  void Resume(const std::vector<RoundSummary>& history);
   // summary.json: final metrics, rounds, wall seconds, and `config` (already JSON text).
   absl::Status WriteSummary(const std::string& config_json);
   std::vector<RoundSummary> rounds() const;

@@ -55,7 +55,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) 
   return out;
 }
 
-absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync) {
   std::filesystem::path target(path);
   std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
   std::string tmp = StrCat(path, ".tmp.", ::getpid());
@@ -73,7 +73,7 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
       }
       done += static_cast<size_t>(n);
     }
-    if (::fsync(fd.get()) != 0) {
+    if (sync && ::fsync(fd.get()) != 0) {
       absl::Status s = ErrnoError("cannot fsync", tmp);
       ::unlink(tmp.c_str());
       return s;
@@ -84,6 +84,7 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
     ::unlink(tmp.c_str());
     return s;
   }
+  if (!sync) return absl::OkStatus();
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() >= 0) ::fsync(dfd.get());
   return absl::OkStatus();

@@ -14,6 +14,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes =
 
 // Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs
 // the directory: after a crash at any moment `path` holds either its old or its new content.
-absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
+// Without `sync` the same holds when the process dies, not when the machine does (no fsync).
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data, bool sync = true);
 
 }  // namespace tessera::core
