@@ -92,7 +92,7 @@ absl::Status RoundStateMachine::Restore(const RestoredState& st) {
   accepted_last_round_ = st.accepted_last_round;
   if (!st.privacy_state.empty()) TESSERA_RETURN_IF_ERROR(RestorePrivacyState(st.privacy_state, deps_.journal->path()));
   phase_ = round_ >= config_.num_rounds ? RoundPhase::kFinished : RoundPhase::kWaitingForClients;
-  if (!st.open_round) return absl::OkStatus();
+  if (!st.open_round) return MaybeStartRound();
 
   const PersistedRound& open = *st.open_round;
   auto global = deps_.store->Current();
@@ -127,7 +127,7 @@ absl::Status RoundStateMachine::Restore(const RestoredState& st) {
     // The SecAgg+ session (keys, shares, masked sums) lives in memory only: its clients'
     // messages cannot be matched any more. The next round starts afresh.
     AbandonRound("the coordinator restarted during secure aggregation, whose session is not persisted");
-    return absl::OkStatus();
+    return MaybeStartRound();
   }
   aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
   for (const PersistedResult& r : open.accepted) {

@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,7 +35,8 @@ const std::vector<std::string> kClients = {"ann", "bob", "cat", "dan"};
 // One "life" of a coordinator on a directory; a new Life on the same directory is a restart.
 struct Life {
   Life(const std::string& dir, core::FakeClock* clock, int num_rounds = 2, std::string run_id = "run-s",
-       std::map<std::string, TrainTask>* known_tasks = nullptr)
+       std::map<std::string, TrainTask>* known_tasks = nullptr,
+       const std::function<void(CoordinatorOptions&)>& configure = nullptr)
       : known(known_tasks) {
     CoordinatorOptions options;
     options.round.run_id = std::move(run_id);
@@ -44,6 +46,7 @@ struct Life {
     options.round.seed = 3;
     options.model_dir = dir + "/models";
     options.state_db = dir + "/state.db";
+    if (configure) configure(options);
     FedAvgOptions fedavg;
     fedavg.fraction = 1.0;
     fedavg.min_available_clients = static_cast<int>(kClients.size());
@@ -86,8 +89,8 @@ size_t SpooledFiles(const std::string& dir) {
 
 class CrashRestartTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Life> Start(int num_rounds = 2) {
-    auto life = std::make_unique<Life>(dir_.path(), &clock_, num_rounds, "run-s", &tasks_);
+  std::unique_ptr<Life> Start(int num_rounds = 2, const std::function<void(CoordinatorOptions&)>& configure = nullptr) {
+    auto life = std::make_unique<Life>(dir_.path(), &clock_, num_rounds, "run-s", &tasks_, configure);
     EXPECT_OK(life->created.status());
     return life;
   }
@@ -277,6 +280,57 @@ TEST_F(CrashRestartTest, ASpoolFileWithoutItsRowIsRemoved) {
   ASSERT_OK(core::WriteFileAtomic(dir_.path() + "/state.db.spool/result_99.safetensors", "half"));
   auto second = Start(1);
   EXPECT_EQ(SpooledFiles(dir_.path()), 1u);  // ann's
+}
+
+TEST_F(CrashRestartTest, ASecureRoundIsAbandonedByTheRestartAndTheNextOneOpens) {
+  auto secure = [](CoordinatorOptions& o) { o.round.secure_aggregation = security::secagg::SecAggConfig{}; };
+  {
+    auto first = Start(2, secure);
+    RegisterAll(*first);
+    ASSERT_EQ(first->c().current_round(), 1u);
+  }
+  auto second = Start(2, secure);
+  const auto history = second->c().history();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].outcome, RoundOutcome::kAbandoned);
+  EXPECT_NE(history[0].reason.find("restarted during secure aggregation"), std::string::npos) << history[0].reason;
+  EXPECT_EQ(second->c().global_model()->version, 0u);
+  EXPECT_EQ(second->c().current_round(), 2u);  // the clients are known: round 2 opened at once
+  EXPECT_EQ(second->c().phase(), RoundPhase::kTraining);
+}
+
+TEST_F(CrashRestartTest, SpentPrivacyBudgetMovesWithTheRoundsAcrossTheRestart) {
+  auto dp = [](CoordinatorOptions& o) {
+    o.round.dp.clip_norm = 10;
+    o.round.dp.noise_multiplier = 1.0;
+    o.round.dp.noise_seed = 7;
+  };
+  {
+    auto first = Start(2, dp);
+    RegisterAll(*first);
+    for (const auto& id : kClients) ASSERT_OK(first->Submit(id, {1, 1, 1}, 1));
+    ASSERT_EQ(first->c().history().size(), 1u);
+  }
+  auto second = Start(2, dp);
+  for (const auto& id : kClients) ASSERT_OK(second->Submit(id, {1, 1, 1}, 1));
+  ASSERT_TRUE(second->c().finished());
+  const auto resumed = second->c().history();
+
+  testutil::ScopedTempDir other;
+  core::FakeClock clock;
+  Life straight(other.path(), &clock, 2, "run-s", nullptr, dp);
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& id : kClients) {
+      if (round == 0) ASSERT_OK(straight.c().Register(ClientId{id}, {}));
+    }
+    for (const auto& id : kClients) ASSERT_OK(straight.Submit(id, {1, 1, 1}, 1));
+  }
+  const auto uninterrupted = straight.c().history();
+  ASSERT_EQ(resumed.size(), 2u);
+  ASSERT_EQ(uninterrupted.size(), 2u);
+  EXPECT_GT(resumed[1].epsilon, resumed[0].epsilon);
+  EXPECT_DOUBLE_EQ(resumed[1].epsilon, uninterrupted[1].epsilon);
+  EXPECT_EQ(Global(second->c()), Global(straight.c()));  // seeded noise: the same model
 }
 
 TEST(SummaryJsonTest, RoundTripsEveryField) {
