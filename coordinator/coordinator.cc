@@ -258,12 +258,29 @@ absl::StatusOr<std::shared_ptr<const ModelBlob>> Coordinator::ModelForTask(const
 absl::StatusOr<core::UploadAck> Coordinator::SubmitResult(const ClientId& client, core::TrainResult result) {
   std::vector<Completion> completions;
   absl::StatusOr<core::UploadAck> ack;
+  // Writing a result to the spool is the costly part of making it durable (megabytes): it is
+  // done before taking the lock; under it only the database row is committed.
+  std::optional<SpooledResult> spooled;
+  if (journal_) {
+    auto s = journal_->Spool(result.weights);
+    if (!s.ok()) {
+      core::Logger("coordinator")->error("cannot spool the result of '{}': {}", client.value,
+                                         std::string(s.status().message()));
+      return absl::UnavailableError("the coordinator cannot record results right now; send it again");
+    }
+    spooled = *std::move(s);
+  }
   {
     std::lock_guard lock(mu_);
-    TESSERA_RETURN_IF_ERROR(CheckAdmitted(client));
+    absl::Status admitted = CheckAdmitted(client);
+    if (!admitted.ok()) {
+      if (spooled) journal_->Discard(*spooled);
+      return admitted;
+    }
     registry_.Touch(client, deps_.clock->Now()).IgnoreError();  // a result is a sign of life
     const std::string task_id = result.ref.task_id;
-    ack = rounds_->OnTrainResult(client, std::move(result));
+    ack = rounds_->OnTrainResult(client, std::move(result), spooled ? &*spooled : nullptr);
+    if (spooled && !(ack.ok() && !ack->duplicate)) journal_->Discard(*spooled);
     // An accepted or rejected result answers its task. Only that task leaves the box: closing
     // the round may already have put the client's next task there. A refused upload (wrong
     // round, unknown task) leaves the client's task alone.

@@ -269,7 +269,8 @@ const core::TrainTask* RoundStateMachine::TaskFor(const ClientId& client) const 
   return it == tasks_.end() ? nullptr : &it->second;
 }
 
-absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId& client, core::TrainResult result) {
+absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId& client, core::TrainResult result,
+                                                                  const SpooledResult* spooled) {
   if (result.ref.run_id != config_.run_id) {
     return absl::FailedPreconditionError(StrCat("result for run '", result.ref.run_id, "', this run is '",
                                                 config_.run_id, "'"));
@@ -325,9 +326,19 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
   }
   if (deps_.journal != nullptr) {
     // Durable before acknowledged: a crash after this point still counts the result, once.
-    if (absl::Status s = deps_.journal->ResultAccepted(round_, result.ref.task_id, client, result.num_examples,
-                                                       result.metrics, result.weights);
-        !s.ok()) {
+    std::optional<SpooledResult> own;  // spooled here when the caller did not
+    absl::Status s;
+    if (spooled == nullptr) {
+      auto written = deps_.journal->Spool(result.weights);
+      s = written.status();
+      if (s.ok()) spooled = &own.emplace(*std::move(written));
+    }
+    if (s.ok()) {
+      s = deps_.journal->ResultAccepted(round_, result.ref.task_id, client, result.num_examples, result.metrics,
+                                        *spooled);
+      if (!s.ok() && own) deps_.journal->Discard(*own);
+    }
+    if (!s.ok()) {
       core::Logger("coordinator")->error("round {}: cannot record the result of '{}': {}", round_, client.value,
                                          std::string(s.message()));
       return absl::UnavailableError("the coordinator cannot record results right now; send it again");

@@ -39,6 +39,7 @@ namespace tessera::coordinator {
 
 class StateStore;
 struct RestoredState;
+struct SpooledResult;
 
 enum class RoundPhase { kWaitingForClients, kTraining, kFinished };
 enum class RoundOutcome { kCompleted, kAbandoned };
@@ -126,7 +127,11 @@ class RoundStateMachine {
   // FAILED_PRECONDITION: no round open, or the result belongs to another (older) round or run.
   // NOT_FOUND: no such task for this client in this round.
   // INVALID_ARGUMENT: num_examples out of (0, cap], wrong layout, NaN/Inf (counted as rejected).
-  absl::StatusOr<core::UploadAck> OnTrainResult(const core::ClientId& client, core::TrainResult result);
+  // With a journal, an accepted result is committed to it before it is acknowledged: from
+  // `spooled` (its weights already in the spool; the caller discards the file unless the result
+  // was newly accepted) or, without it, spooled here.
+  absl::StatusOr<core::UploadAck> OnTrainResult(const core::ClientId& client, core::TrainResult result,
+                                                const SpooledResult* spooled = nullptr);
   // A client's SecAgg+ message for the open round. Returns the client's reply when it is
   // already there (the stage closed), nullopt while the stage is open. FAILED_PRECONDITION
   // when no secure round is open or the ref is stale; NOT_FOUND for an unknown task.

@@ -3,10 +3,12 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/file_io.h"
 #include "core/logging.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
 #include "core/status.h"
@@ -238,7 +240,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(Options options) {
   return store;
 }
 
-StateStore::StateStore(Options options, sqlite3* db) : options_(std::move(options)), db_(db) {}
+StateStore::StateStore(Options options, sqlite3* db)
+    : options_(std::move(options)), db_(db), spool_nonce_(core::Rng(std::random_device{}())()) {}
 
 StateStore::~StateStore() { sqlite3_close_v2(db_); }
 
@@ -299,28 +302,36 @@ absl::Status StateStore::RoundOpened(const PersistedRound& r) {
   return tx.Commit();
 }
 
+absl::StatusOr<SpooledResult> StateStore::Spool(const core::ModelWeights& weights) const {
+  SpooledResult out;
+  out.file = StrCat("result_", spool_nonce_, "_", spool_counter_.fetch_add(1), ".safetensors");
+  const std::string bytes = core::EncodeSafetensors(weights);
+  out.sha256 = core::Sha256Digest(bytes);
+  TESSERA_RETURN_IF_ERROR(
+      core::WriteFileAtomic((std::filesystem::path(SpoolDir()) / out.file).string(), bytes, options_.sync_to_disk));
+  return out;
+}
+
+void StateStore::Discard(const SpooledResult& spooled) const {
+  std::error_code ec;
+  std::filesystem::remove(std::filesystem::path(SpoolDir()) / spooled.file, ec);
+}
+
 absl::Status StateStore::ResultAccepted(core::RoundNumber round, const std::string& task_id,
                                         const core::ClientId& client, int64_t num_examples,
-                                        const core::Metrics& metrics, const core::ModelWeights& weights) {
+                                        const core::Metrics& metrics, const SpooledResult& spooled) {
   Transaction tx(db_);
   TESSERA_RETURN_IF_ERROR(tx.Begin());
   Stmt insert(db_, "INSERT INTO results(round, task_id, client, num_examples, metrics, file, sha256) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, '', '')");
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
   TESSERA_RETURN_IF_ERROR(insert.Bind(1, static_cast<int64_t>(round))
                               .Bind(2, task_id)
                               .Bind(3, client.value)
                               .Bind(4, num_examples)
                               .Bind(5, MetricsToJson(metrics).dump())
+                              .Bind(6, spooled.file)
+                              .Bind(7, spooled.sha256)
                               .Run());
-  // The file is named by the row: client ids are arbitrary strings, row ids are not.
-  const auto row = static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
-  const std::string file = StrCat("result_", row, ".safetensors");
-  const std::string bytes = core::EncodeSafetensors(weights);
-  TESSERA_RETURN_IF_ERROR(
-      core::WriteFileAtomic((std::filesystem::path(SpoolDir()) / file).string(), bytes, options_.sync_to_disk));
-  Stmt name(db_, "UPDATE results SET file = ?1, sha256 = ?2 WHERE id = ?3");
-  TESSERA_RETURN_IF_ERROR(
-      name.Bind(1, file).Bind(2, core::Sha256Digest(bytes)).Bind(3, row).Run());
   Stmt answer(db_, "UPDATE tasks SET answer = 'accepted' WHERE round = ?1 AND client = ?2");
   TESSERA_RETURN_IF_ERROR(answer.Bind(1, static_cast<int64_t>(round)).Bind(2, client.value).Run());
   return tx.Commit();

@@ -17,6 +17,7 @@
 // Not thread-safe: the Coordinator calls it under its mutex.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -42,6 +43,12 @@ struct PersistedResult {
   core::Metrics metrics;
   std::string spool_file;  // safetensors of the weights
   std::string sha256;      // of the spool file's bytes
+};
+
+// A result's weights written to the spool, not yet committed (see StateStore::Spool).
+struct SpooledResult {
+  std::string file;    // name in the spool directory
+  std::string sha256;  // of its bytes
 };
 
 // The round that was open when the coordinator stopped.
@@ -104,10 +111,15 @@ class StateStore {
   absl::Status SaveInitialVersion(const std::string& model_sha256);
 
   absl::Status RoundOpened(const PersistedRound& round);
-  // Spools `weights` and commits the result's row. When this returns OK the result survives a
-  // crash; the caller acknowledges it only then.
+  // Writes a result's weights to a spool file of its own. Thread-safe and free of the database,
+  // so that transports spool outside the coordinator's lock; the file counts only once
+  // ResultAccepted commits it (Load removes it otherwise), and Discard removes it at once.
+  absl::StatusOr<SpooledResult> Spool(const core::ModelWeights& weights) const;
+  void Discard(const SpooledResult& spooled) const;
+  // Commits the result's row. When this returns OK the result survives a crash; the caller
+  // acknowledges it only then.
   absl::Status ResultAccepted(core::RoundNumber round, const std::string& task_id, const core::ClientId& client,
-                              int64_t num_examples, const core::Metrics& metrics, const core::ModelWeights& weights);
+                              int64_t num_examples, const core::Metrics& metrics, const SpooledResult& spooled);
   // A sampled client's task was answered without a result to keep ("rejected" or "dropped").
   absl::Status TaskAnswered(core::RoundNumber round, const core::ClientId& client, const std::string& answer);
   // The round closed (completed or abandoned). With `published_sha256` the round published
@@ -128,6 +140,8 @@ class StateStore {
 
   const Options options_;
   sqlite3* db_;
+  const uint64_t spool_nonce_;                     // spool names of this process
+  mutable std::atomic<uint64_t> spool_counter_{0};
 };
 
 // RoundSummary <-> JSON (the rounds table keeps each closed round's summary).

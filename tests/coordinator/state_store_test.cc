@@ -139,6 +139,7 @@ TEST_F(CrashRestartTest, RoundResumesWithEveryAcceptedResultCountedOnce) {
   // Ann did not hear her acknowledgement and sends again: it is the first one's, once.
   ASSERT_OK_AND_ASSIGN(core::UploadAck again, second->Submit("ann", {1, 2, 3}, 10));
   EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(SpooledFiles(dir_.path()), 2u);  // the duplicate's spool file went at once
   ASSERT_OK(second->Submit("cat", {5, 5, 5}, 20));
   ASSERT_OK(second->Submit("dan", {-1, 0, 7}, 40));
   ASSERT_TRUE(second->c().finished());
