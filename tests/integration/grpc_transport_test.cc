@@ -354,10 +354,15 @@ std::string ModelWithDtype(v1::DType dtype) {
   return m.SerializeAsString();
 }
 
-std::vector<v1::UploadChunk> WithExamples(const UploadContext& x, int64_t num_examples) {
+// The valid bytes behind a header changed by `edit`.
+std::vector<v1::UploadChunk> WithHeader(const UploadContext& x, const std::function<void(v1::UploadHeader&)>& edit) {
   v1::UploadHeader h = x.header;
-  h.set_num_examples(num_examples);
+  edit(h);
   return {HeaderMsg(h), DataMsg(x.blob)};
+}
+
+std::vector<v1::UploadChunk> WithExamples(const UploadContext& x, int64_t num_examples) {
+  return WithHeader(x, [num_examples](v1::UploadHeader& h) { h.set_num_examples(num_examples); });
 }
 
 struct HostileCase {
@@ -447,9 +452,7 @@ std::vector<HostileCase> HostileCases() {
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"DeclaredSizeAboveLimit",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_total_bytes(x.limit + 1);
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.set_total_bytes(x.limit + 1); });
                    },
                    grpc::StatusCode::RESOURCE_EXHAUSTED});
   cases.push_back({"DeclaredSizeHuge",
@@ -462,23 +465,17 @@ std::vector<HostileCase> HostileCases() {
   // At the limit the size is allowed: what is wrong then is that the bytes stop short.
   cases.push_back({"DeclaredSizeAtLimitThenShort",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_total_bytes(x.limit);
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.set_total_bytes(x.limit); });
                    },
                    grpc::StatusCode::DATA_LOSS});
   cases.push_back({"Sha256Mismatch",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_sha256(core::Sha256Digest("something else"));
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_sha256(core::Sha256Digest("something else")); });
                    },
                    grpc::StatusCode::DATA_LOSS});
   cases.push_back({"Sha256NotADigest",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_sha256("0123");
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_sha256("0123"); });
                    },
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"EndsBeforeTotalBytes",
@@ -530,23 +527,32 @@ std::vector<HostileCase> HostileCases() {
                    grpc::StatusCode::INVALID_ARGUMENT, /*answers_task=*/true});
   cases.push_back({"UnknownTask",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.mutable_ref()->set_task_id("forged");
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.mutable_ref()->set_task_id("forged"); });
                    },
                    grpc::StatusCode::NOT_FOUND});
   cases.push_back({"AnotherClientsTask",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     core::ToProto(x.other_task.ref, h.mutable_ref());
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { core::ToProto(x.other_task.ref, h.mutable_ref()); });
                    },
                    grpc::StatusCode::NOT_FOUND});
+  cases.push_back({"UnregisteredClient",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_client_id("stranger"); });
+                   },
+                   grpc::StatusCode::NOT_FOUND});
+  cases.push_back({"FutureRound",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.mutable_ref()->set_round(x.task.ref.round + 1); });
+                   },
+                   grpc::StatusCode::FAILED_PRECONDITION});
+  cases.push_back({"AnotherRun",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.mutable_ref()->set_run_id("another-run"); });
+                   },
+                   grpc::StatusCode::FAILED_PRECONDITION});
   cases.push_back({"EmptyClientId",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.clear_client_id();
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.clear_client_id(); });
                    },
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"EmptyStream", [](const Ctx&) { return std::vector<v1::UploadChunk>{}; },
