@@ -310,9 +310,10 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
     const int expected = std::max(2, static_cast<int>(std::ceil(a.fraction * a.min_clients - 1e-9)));
     if (auto r = security::secagg::ResolveConfig(a.privacy.secagg, expected); !r.ok()) return Fail(cmd, r.status());
   }
-  if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0) || !(a.linger >= 0)) {
+  if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0)) {
     return Fail(cmd, absl::InvalidArgumentError("--rounds, --min-clients, --min-results and --round-timeout must be positive"));
   }
+  if (!(a.linger >= 0)) return Fail(cmd, absl::InvalidArgumentError("--linger must not be negative"));
   auto shape = ParseShape(a.input_shape);
   if (!shape.ok()) return Fail(cmd, shape.status());
   ct::ModelSpec spec{a.model, *shape, a.num_classes};
@@ -465,6 +466,9 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
     return Fail(cmd, absl::InvalidArgumentError("--partition-index must be in [0, --num-partitions)"));
   }
   if (a.connect_attempts < 1) return Fail(cmd, absl::InvalidArgumentError("--connect-attempts must be at least 1"));
+  if (!(a.test_fraction >= 0 && a.test_fraction < 1)) {
+    return Fail(cmd, absl::InvalidArgumentError(StrCat("--test-fraction must be in [0, 1), got ", a.test_fraction)));
+  }
   absl::StatusOr<client::Dataset> data;
   if (a.dataset == "fashion-mnist") {
     if (!std::filesystem::is_directory(a.data_dir)) {

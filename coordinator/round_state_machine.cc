@@ -384,6 +384,11 @@ absl::Status RoundStateMachine::OnTick() {
   if (phase_ == RoundPhase::kTraining && secagg_) {
     TESSERA_RETURN_IF_ERROR(AdvanceSecAgg());  // stage deadlines, the round's included
   } else if (phase_ == RoundPhase::kTraining && deps_.clock->Now() >= deadline_) {
+    // A sampled client that has not answered by the deadline went away (crashed, cut off,
+    // killed mid-upload): it counts as dropped, as one the registry expired would.
+    for (const auto& [client, task] : tasks_) {
+      if (answered_.insert(client).second) ++dropped_;
+    }
     TESSERA_RETURN_IF_ERROR(CloseRound());
   }
   return MaybeStartRound();

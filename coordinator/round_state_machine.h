@@ -80,7 +80,7 @@ struct RoundSummary {
   int sampled = 0;
   int reported = 0;  // valid results folded into the aggregate
   int rejected = 0;  // invalid results
-  int dropped = 0;   // sampled clients that went away
+  int dropped = 0;   // sampled clients that went away or had not answered at the deadline
   core::ModelVersion model_version = 0;  // the global model after the round
   core::Metrics server_metrics;          // the new model on the server's held-out data
   core::Metrics client_metrics;          // clients' metrics, weighted by num_examples

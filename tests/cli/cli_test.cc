@@ -205,10 +205,13 @@ TEST_F(CliTest, FractionOutsideZeroToOneIsRejected) {
   }
 }
 
-TEST_F(CliTest, ZeroRoundsIsRejected) {
-  Outcome o = Tessera({"simulate", "--rounds", "0"});
-  ExpectUsageError(o);
-  EXPECT_THAT(o.err, HasSubstr("--rounds"));
+TEST_F(CliTest, ZeroOrNegativeRoundsIsRejected) {
+  for (const char* rounds : {"0", "-1"}) {
+    SCOPED_TRACE(rounds);
+    Outcome o = Tessera({"simulate", "--rounds", rounds});
+    ExpectUsageError(o);
+    EXPECT_THAT(o.err, HasSubstr("--rounds"));
+  }
 }
 
 TEST_F(CliTest, UnknownPartitionIsRejectedQuotingIt) {
@@ -491,6 +494,74 @@ TEST_F(CliTest, ConfigThatIsADirectoryIsUsageError) {
   Outcome o = TinySimulate({"--quiet", "--config", dir});
   ExpectUsageError(o);
   EXPECT_THAT(o.err, HasSubstr(dir));
+}
+
+// Bad values for `tessera coordinator` and `tessera client`, on the command line or in a config file:
+// each is one line naming what is wrong, exit 2, before anything listens or dials.
+struct BadArgs {
+  std::vector<std::string> args;
+  std::string named;  // the error names this
+};
+
+class BadValueTest : public CliTest {
+ protected:
+  static std::vector<std::string> Concat(std::vector<std::string> base, const std::vector<std::string>& extra) {
+    base.insert(base.end(), extra.begin(), extra.end());
+    return base;
+  }
+  void ExpectEachRefused(const std::vector<BadArgs>& cases) {
+    for (const BadArgs& c : cases) {
+      SCOPED_TRACE(::testing::PrintToString(c.args));
+      Outcome o = Tessera(c.args, 20s);
+      ExpectUsageError(o);
+      EXPECT_THAT(o.err, HasSubstr(c.named));
+    }
+  }
+};
+
+TEST_F(BadValueTest, CoordinatorFlags) {
+  auto with = [](std::vector<std::string> extra) {
+    return Concat({"coordinator", "--insecure", "--address", "127.0.0.1:0"}, extra);
+  };
+  ExpectEachRefused({{with({"--rounds", "-1"}), "--rounds"},
+                     {with({"--rounds", "1.5"}), "--rounds"},
+                     {with({"--fraction", "0"}), "fraction"},
+                     {with({"--fraction", "1.5"}), "fraction"},
+                     {with({"--over-selection", "0.5"}), "over-selection"},
+                     {with({"--min-clients", "0"}), "--min-clients"},
+                     {with({"--round-timeout", "-3"}), "--round-timeout"},
+                     // Regression: refused with a message about the other four flags.
+                     {with({"--linger", "-1"}), "--linger"},
+                     {with({"--lr", "-1"}), "learning rate"},
+                     {with({"--allow-list", tmp_.Join("missing.txt")}), tmp_.Join("missing.txt")}});
+}
+
+TEST_F(BadValueTest, CoordinatorConfigFiles) {
+  const std::string unknown = WriteConfig("c-unknown.toml", "[coordinator]\nrounds = 1\nnum_rounds = 5\n");
+  const std::string type = WriteConfig("c-type.toml", "[coordinator]\nfraction = \"half\"\n");
+  const std::string negative = WriteConfig("c-negative.toml", "rounds = -3\n");
+  const std::string missing = tmp_.Join("c-missing.toml");
+  ExpectEachRefused({{{"coordinator", "--insecure", "--config", unknown}, "'num_rounds'"},
+                     {{"coordinator", "--insecure", "--config", type}, "'fraction'"},
+                     {{"coordinator", "--insecure", "--config", negative}, "--rounds"},
+                     {{"coordinator", "--insecure", "--config", missing}, missing}});
+}
+
+TEST_F(BadValueTest, ClientFlagsAndConfigFiles) {
+  auto with = [](std::vector<std::string> extra) {
+    return Concat({"client", "--insecure", "--coordinator", "127.0.0.1:1", "--id", "a"}, extra);
+  };
+  const std::string unknown = WriteConfig("cl-unknown.toml", "[client]\nnum_rounds = 5\n");
+  const std::string type = WriteConfig("cl-type.toml", "num_partitions = \"many\"\n");
+  const std::string missing = tmp_.Join("cl-missing.toml");
+  ExpectEachRefused({{with({"--num-partitions", "0"}), "--num-partitions"},
+                     {with({"--partition-index", "3", "--num-partitions", "3"}), "--partition-index"},
+                     {with({"--connect-attempts", "0"}), "--connect-attempts"},
+                     // Regression: accepted, and the client went on to load its data and dial.
+                     {with({"--test-fraction", "1.5"}), "--test-fraction"},
+                     {with({"--config", unknown}), "'num_rounds'"},
+                     {with({"--config", type}), "'num_partitions'"},
+                     {with({"--config", missing}), missing}});
 }
 
 // ----------------------------------------------------------------------------------------- examples

@@ -339,6 +339,7 @@ TEST(RoundStateMachineTest, AbandonsRoundWithoutQuorumAtDeadline) {
   EXPECT_EQ(r1.outcome, RoundOutcome::kAbandoned);
   EXPECT_FALSE(r1.reason.empty());
   EXPECT_EQ(r1.reported, 2);
+  EXPECT_EQ(r1.dropped, 1);  // carol never answered
   EXPECT_EQ(r1.model_version, 0u);
   EXPECT_EQ(h.machine->global_model_version(), 0u);  // the model is unchanged
   EXPECT_EQ(h.store->Current()->serialized, initial_bytes);
@@ -370,6 +371,8 @@ TEST(RoundStateMachineTest, ClosesWithThePartialSetAtDeadlineWhenQuorumIsMet) {
   EXPECT_EQ(r.outcome, RoundOutcome::kCompleted);
   EXPECT_EQ(r.sampled, 4);
   EXPECT_EQ(r.reported, 2);
+  // Regression: the clients silent at the deadline were counted nowhere (sampled 4 = reported 2).
+  EXPECT_EQ(r.dropped, 2);
   EXPECT_EQ(h.machine->global_model_version(), 1u);
   EXPECT_THAT(h.GlobalValues(), Pointwise(FloatNear(kTol), std::vector<float>{3.5f, 3.5f, 3.5f, 0.5f}));
   // A straggler after the close is turned away.

@@ -346,6 +346,25 @@ std::vector<v1::UploadChunk> Upload(v1::UploadHeader h, const std::string& blob)
   return {HeaderMsg(h), DataMsg(blob)};
 }
 
+// A valid model for the global layout whose tensor claims `dtype` (the bytes are the same).
+std::string ModelWithDtype(v1::DType dtype) {
+  v1::Model m;
+  core::ToProto(FloatModel(std::vector<float>(1000, 1.0f)), &m);
+  m.mutable_tensors(0)->set_dtype(dtype);
+  return m.SerializeAsString();
+}
+
+// The valid bytes behind a header changed by `edit`.
+std::vector<v1::UploadChunk> WithHeader(const UploadContext& x, const std::function<void(v1::UploadHeader&)>& edit) {
+  v1::UploadHeader h = x.header;
+  edit(h);
+  return {HeaderMsg(h), DataMsg(x.blob)};
+}
+
+std::vector<v1::UploadChunk> WithExamples(const UploadContext& x, int64_t num_examples) {
+  return WithHeader(x, [num_examples](v1::UploadHeader& h) { h.set_num_examples(num_examples); });
+}
+
 struct HostileCase {
   std::string name;
   std::function<std::vector<v1::UploadChunk>(const UploadContext&)> build;
@@ -353,6 +372,7 @@ struct HostileCase {
   // The refusal is the round's judgement of the result (it counts as mallory's answer and she
   // cannot answer again), not the transport's (her task stays open).
   bool answers_task = false;
+  ServiceOptions service = {};  // the server's limits for this case
 };
 
 void PrintTo(const HostileCase& c, std::ostream* os) { *os << c.name; }
@@ -375,6 +395,7 @@ TEST_P(HostileUploadTest, IsRefusedAndTheRoundStillCompletes) {
   const HostileCase& c = GetParam();
   FederationOptions fo;
   fo.min_available = 2;
+  fo.service = c.service;
   ASSERT_OK_AND_ASSIGN(auto fed, Federation::Start(FloatModel(std::vector<float>(1000, 0.5f)), fo));
   ASSERT_OK_AND_ASSIGN(auto channel, Connect(fed->address()));
   const ClientId mallory{"mallory"}, alice{"alice"};
@@ -395,7 +416,7 @@ TEST_P(HostileUploadTest, IsRefusedAndTheRoundStillCompletes) {
   ctx.header.set_num_examples(1);
   ctx.header.set_total_bytes(ctx.blob.size());
   ctx.header.set_sha256(core::Sha256Digest(ctx.blob));
-  ctx.limit = fed->coordinator->global_model()->serialized.size() + ServiceOptions().upload_slack_bytes;
+  ctx.limit = fed->coordinator->global_model()->serialized.size() + c.service.upload_slack_bytes;
 
   auto stub = RawStub(fed->address());
   v1::UploadResponse resp;
@@ -431,9 +452,7 @@ std::vector<HostileCase> HostileCases() {
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"DeclaredSizeAboveLimit",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_total_bytes(x.limit + 1);
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.set_total_bytes(x.limit + 1); });
                    },
                    grpc::StatusCode::RESOURCE_EXHAUSTED});
   cases.push_back({"DeclaredSizeHuge",
@@ -446,23 +465,17 @@ std::vector<HostileCase> HostileCases() {
   // At the limit the size is allowed: what is wrong then is that the bytes stop short.
   cases.push_back({"DeclaredSizeAtLimitThenShort",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_total_bytes(x.limit);
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.set_total_bytes(x.limit); });
                    },
                    grpc::StatusCode::DATA_LOSS});
   cases.push_back({"Sha256Mismatch",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_sha256(core::Sha256Digest("something else"));
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_sha256(core::Sha256Digest("something else")); });
                    },
                    grpc::StatusCode::DATA_LOSS});
   cases.push_back({"Sha256NotADigest",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_sha256("0123");
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_sha256("0123"); });
                    },
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"EndsBeforeTotalBytes",
@@ -510,41 +523,170 @@ std::vector<HostileCase> HostileCases() {
                      return Upload(x.header, m.SerializeAsString());
                    },
                    grpc::StatusCode::INVALID_ARGUMENT});
-  cases.push_back({"ZeroExamples",
-                   [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.set_num_examples(0);
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
-                   },
+  cases.push_back({"ZeroExamples", [](const Ctx& x) { return WithExamples(x, 0); },
                    grpc::StatusCode::INVALID_ARGUMENT, /*answers_task=*/true});
   cases.push_back({"UnknownTask",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.mutable_ref()->set_task_id("forged");
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.mutable_ref()->set_task_id("forged"); });
                    },
                    grpc::StatusCode::NOT_FOUND});
   cases.push_back({"AnotherClientsTask",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     core::ToProto(x.other_task.ref, h.mutable_ref());
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { core::ToProto(x.other_task.ref, h.mutable_ref()); });
                    },
                    grpc::StatusCode::NOT_FOUND});
+  cases.push_back({"UnregisteredClient",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.set_client_id("stranger"); });
+                   },
+                   grpc::StatusCode::NOT_FOUND});
+  cases.push_back({"FutureRound",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [&x](v1::UploadHeader& h) { h.mutable_ref()->set_round(x.task.ref.round + 1); });
+                   },
+                   grpc::StatusCode::FAILED_PRECONDITION});
+  cases.push_back({"AnotherRun",
+                   [](const Ctx& x) {
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.mutable_ref()->set_run_id("another-run"); });
+                   },
+                   grpc::StatusCode::FAILED_PRECONDITION});
   cases.push_back({"EmptyClientId",
                    [](const Ctx& x) {
-                     v1::UploadHeader h = x.header;
-                     h.clear_client_id();
-                     return std::vector{HeaderMsg(h), DataMsg(x.blob)};
+                     return WithHeader(x, [](v1::UploadHeader& h) { h.clear_client_id(); });
                    },
                    grpc::StatusCode::INVALID_ARGUMENT});
   cases.push_back({"EmptyStream", [](const Ctx&) { return std::vector<v1::UploadChunk>{}; },
                    grpc::StatusCode::INVALID_ARGUMENT});
+  // Same names, shape and byte count as the global model, but I32: the layout check refuses it.
+  cases.push_back({"WrongTensorDtype",
+                   [](const Ctx& x) { return Upload(x.header, ModelWithDtype(v1::DTYPE_INT32)); },
+                   grpc::StatusCode::INVALID_ARGUMENT, /*answers_task=*/true});
+  cases.push_back({"UnknownTensorDtype",
+                   [](const Ctx& x) { return Upload(x.header, ModelWithDtype(static_cast<v1::DType>(99))); },
+                   grpc::StatusCode::INVALID_ARGUMENT});
+  cases.push_back({"NegativeExamples", [](const Ctx& x) { return WithExamples(x, -5); },
+                   grpc::StatusCode::INVALID_ARGUMENT, /*answers_task=*/true});
+  // The cap is RoundConfig::max_num_examples (2^31 unless configured): a client claiming more
+  // would outweigh every other one in the weighted mean.
+  cases.push_back({"ExamplesAboveTheCap",
+                   [](const Ctx& x) { return WithExamples(x, coordinator::RoundConfig().max_num_examples + 1); },
+                   grpc::StatusCode::INVALID_ARGUMENT, /*answers_task=*/true});
+  // The stream carries no offsets: two chunks swapped have the right length, and only the digest
+  // can tell.
+  cases.push_back({"ReorderedChunks",
+                   [](const Ctx& x) {
+                     const size_t half = x.blob.size() / 2;
+                     return std::vector{HeaderMsg(x.header), DataMsg(x.blob.substr(half)), DataMsg(x.blob.substr(0, half))};
+                   },
+                   grpc::StatusCode::DATA_LOSS});
+  // One gRPC message above the server's receive limit (chunk_bytes + 1 MiB), in a stream whose
+  // declared size the upload limit allows: gRPC refuses the message itself.
+  {
+    ServiceOptions roomy;
+    roomy.upload_slack_bytes = uint64_t{8} << 20;
+    const size_t oversized = roomy.chunk_bytes + (size_t{2} << 20);
+    cases.push_back({"MessageAboveMaxReceiveSize",
+                     [oversized](const Ctx& x) { return Upload(x.header, std::string(oversized, 'x')); },
+                     grpc::StatusCode::RESOURCE_EXHAUSTED, /*answers_task=*/false, roomy});
+  }
   return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, HostileUploadTest, ::testing::ValuesIn(HostileCases()),
                          [](const ::testing::TestParamInfo<HostileCase>& info) { return info.param.name; });
+
+// Alice and mallory registered, each holding a task of round 1 (both sampled: fraction 1.0).
+struct TwoClientRun {
+  std::unique_ptr<Federation> fed;
+  std::unique_ptr<GrpcCoordinatorChannel> channel;
+  core::TrainTask alice_task, mallory_task;
+};
+
+absl::StatusOr<TwoClientRun> StartTwoClientRun(core::ModelWeights initial, core::RoundNumber rounds) {
+  FederationOptions fo;
+  fo.min_available = 2;
+  fo.num_rounds = rounds;
+  TwoClientRun run;
+  TESSERA_ASSIGN_OR_RETURN(run.fed, Federation::Start(std::move(initial), fo));
+  TESSERA_ASSIGN_OR_RETURN(run.channel, Connect(run.fed->address()));
+  TESSERA_RETURN_IF_ERROR(run.channel->Register(ClientId{"alice"}, {}).status());
+  TESSERA_RETURN_IF_ERROR(run.channel->Register(ClientId{"mallory"}, {}).status());
+  TESSERA_ASSIGN_OR_RETURN(core::PullTaskReply a, run.channel->PullTask(ClientId{"alice"}, absl::ZeroDuration()));
+  TESSERA_ASSIGN_OR_RETURN(core::PullTaskReply m, run.channel->PullTask(ClientId{"mallory"}, absl::ZeroDuration()));
+  if (!a.task || !m.task) return absl::InternalError("a client got no task in round 1");
+  run.alice_task = *a.task;
+  run.mallory_task = *m.task;
+  return run;
+}
+
+TEST(HostileUploadRoundTest, ResultForAClosedRoundIsFailedPreconditionAndTheOpenRoundCompletes) {
+  const ClientId alice{"alice"}, mallory{"mallory"};
+  ASSERT_OK_AND_ASSIGN(TwoClientRun run, StartTwoClientRun(FloatModel({1, 1}), 2));
+  Federation& fed = *run.fed;
+  // Round 1 closes without mallory (the transport saw her fail) on alice's result alone.
+  fed.coordinator->ReportFailure(mallory);
+  ASSERT_OK(run.channel->UploadResult(alice, ResultFor(run.alice_task, FloatModel({3, 3}), 1)));
+  ASSERT_EQ(fed.version(), 1u);
+  ASSERT_EQ(fed.coordinator->current_round(), 2u);
+  ASSERT_OK_AND_ASSIGN(core::PullTaskReply m2, run.channel->PullTask(mallory, absl::ZeroDuration()));
+  ASSERT_TRUE(m2.task.has_value());
+
+  // Her round-1 result arrives late, while she holds a round-2 task: refused as stale, not as
+  // unknown, and it does not count as her round-2 answer.
+  EXPECT_CODE(run.channel->UploadResult(mallory, ResultFor(run.mallory_task, FloatModel({9, 9}), 1)),
+              absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fed.version(), 1u);
+
+  ASSERT_OK_AND_ASSIGN(core::PullTaskReply a2, run.channel->PullTask(alice, absl::ZeroDuration()));
+  ASSERT_TRUE(a2.task.has_value());
+  ASSERT_OK(run.channel->UploadResult(mallory, ResultFor(*m2.task, FloatModel({5, 5}), 1)));
+  ASSERT_OK(run.channel->UploadResult(alice, ResultFor(*a2.task, FloatModel({7, 7}), 1)));
+  ASSERT_EQ(fed.version(), 2u);
+  EXPECT_EQ(Values(*fed.coordinator->global_model()->weights), (std::vector<float>{6, 6}));
+  const auto history = fed.coordinator->history();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].dropped, 1);
+  EXPECT_EQ(history[1].outcome, coordinator::RoundOutcome::kCompleted);
+  EXPECT_EQ(history[1].reported, 2);
+}
+
+TEST(HostileUploadRoundTest, EveryResultInvalidAbandonsTheRoundAndTheNextRoundRuns) {
+  const ClientId alice{"alice"}, mallory{"mallory"};
+  ASSERT_OK_AND_ASSIGN(TwoClientRun run, StartTwoClientRun(FloatModel({1, 2}), 2));
+  Federation& fed = *run.fed;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_CODE(run.channel->UploadResult(mallory, ResultFor(run.mallory_task, FloatModel({nan, nan}), 1)),
+              absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(run.channel->UploadResult(alice, ResultFor(run.alice_task, FloatModel({3, 3}), 0)),
+              absl::StatusCode::kInvalidArgument);
+
+  // Round 1 is abandoned: no model published, the global model is the initial one, finite.
+  auto history = fed.coordinator->history();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].outcome, coordinator::RoundOutcome::kAbandoned);
+  EXPECT_EQ(history[0].reported, 0);
+  EXPECT_EQ(history[0].rejected, 2);
+  EXPECT_EQ(history[0].model_version, 0u);
+  EXPECT_EQ(fed.version(), 0u);
+  EXPECT_OK(fed.coordinator->global_model()->weights->CheckFinite());
+  EXPECT_EQ(Values(*fed.coordinator->global_model()->weights), (std::vector<float>{1, 2}));
+
+  // Round 2 runs on the unchanged model and completes with valid results.
+  ASSERT_OK_AND_ASSIGN(core::PullTaskReply a2, run.channel->PullTask(alice, absl::ZeroDuration()));
+  ASSERT_OK_AND_ASSIGN(core::PullTaskReply m2, run.channel->PullTask(mallory, absl::ZeroDuration()));
+  ASSERT_TRUE(a2.task.has_value());
+  ASSERT_TRUE(m2.task.has_value());
+  EXPECT_EQ(a2.task->ref.round, 2u);
+  EXPECT_EQ(a2.task->model_version, 0u);
+  ASSERT_OK(run.channel->UploadResult(alice, ResultFor(*a2.task, FloatModel({3, 3}), 1)));
+  ASSERT_OK(run.channel->UploadResult(mallory, ResultFor(*m2.task, FloatModel({5, 5}), 1)));
+  ASSERT_EQ(fed.version(), 1u);
+  EXPECT_EQ(Values(*fed.coordinator->global_model()->weights), (std::vector<float>{4, 4}));
+  history = fed.coordinator->history();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].outcome, coordinator::RoundOutcome::kCompleted);
+  EXPECT_EQ(history[1].reported, 2);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Downloads.

@@ -42,4 +42,16 @@ inline int WaitForPort(const std::filesystem::path& port_file, Subprocess& coord
   return -1;
 }
 
+// Waits (at most `timeout`) for `text` to appear in the log at `path`; false if `process` exited
+// first or the time ran out.
+inline bool WaitForLogText(const std::filesystem::path& path, const std::string& text, Subprocess& process,
+                           std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (ReadLog(path).find(text) != std::string::npos) return true;
+    if (process.Wait(std::chrono::milliseconds(20))) return ReadLog(path).find(text) != std::string::npos;
+  }
+  return false;
+}
+
 }  // namespace tessera::testing
