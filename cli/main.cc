@@ -238,6 +238,7 @@ struct CoordinatorArgs {
   double over_selection = 1.0;
   int min_clients = 2;
   int min_results = 1;
+  int64_t max_num_examples = int64_t{1} << 31;
   double round_timeout = 600;
   int local_epochs = 1;
   int batch_size = 10;
@@ -271,6 +272,9 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--min-clients", a->min_clients, "Clients that must be available before a round opens")
       ->capture_default_str();
   sub->add_option("--min-results", a->min_results, "Quorum: valid results a round needs")->capture_default_str();
+  sub->add_option("--max-num-examples", a->max_num_examples,
+                  "A result claiming more examples than this is rejected (it would outweigh the others)")
+      ->capture_default_str();
   sub->add_option("--round-timeout", a->round_timeout, "Round deadline in seconds")->capture_default_str();
   sub->add_option("--local-epochs", a->local_epochs, "Local epochs per round")->capture_default_str();
   sub->add_option("--batch-size", a->batch_size, "Local batch size")->capture_default_str();
@@ -310,8 +314,9 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
     const int expected = std::max(2, static_cast<int>(std::ceil(a.fraction * a.min_clients - 1e-9)));
     if (auto r = security::secagg::ResolveConfig(a.privacy.secagg, expected); !r.ok()) return Fail(cmd, r.status());
   }
-  if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0)) {
-    return Fail(cmd, absl::InvalidArgumentError("--rounds, --min-clients, --min-results and --round-timeout must be positive"));
+  if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0) || a.max_num_examples < 1) {
+    return Fail(cmd, absl::InvalidArgumentError(
+                         "--rounds, --min-clients, --min-results, --round-timeout and --max-num-examples must be positive"));
   }
   if (!(a.linger >= 0)) return Fail(cmd, absl::InvalidArgumentError("--linger must not be negative"));
   auto shape = ParseShape(a.input_shape);
@@ -353,6 +358,7 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   opts.round.num_rounds = a.rounds;
   opts.round.round_deadline = absl::Seconds(a.round_timeout);
   opts.round.min_results = a.min_results;
+  opts.round.max_num_examples = a.max_num_examples;
   opts.round.seed = a.seed;
   if (!a.output.empty()) opts.model_dir = (std::filesystem::path(a.output) / "models").string();
   if (a.privacy.secure_aggregation) opts.round.secure_aggregation = a.privacy.secagg;

@@ -530,6 +530,7 @@ TEST_F(BadValueTest, CoordinatorFlags) {
                      {with({"--over-selection", "0.5"}), "over-selection"},
                      {with({"--min-clients", "0"}), "--min-clients"},
                      {with({"--round-timeout", "-3"}), "--round-timeout"},
+                     {with({"--max-num-examples", "0"}), "--max-num-examples"},
                      // Regression: refused with a message about the other four flags.
                      {with({"--linger", "-1"}), "--linger"},
                      {with({"--lr", "-1"}), "learning rate"},
