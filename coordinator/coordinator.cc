@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include <utility>
+
 #include "core/logging.h"
 #include "core/status.h"
 #include "core/strings.h"
@@ -14,8 +16,11 @@ class Coordinator::Mailbox final : public ClientSender {
   explicit Mailbox(ClientSender* extra) : extra_(extra) {}
   void SendTask(const ClientId& client, const core::TrainTask& task) override {
     boxes_[client] = task;
+    ready_.push_back(client);
     if (extra_) extra_->SendTask(client, task);
   }
+  // The clients that got a task since the last call (their pending polls can be answered).
+  std::vector<ClientId> TakeReady() { return std::exchange(ready_, {}); }
   void EndRound(core::RoundNumber round) override {
     boxes_.clear();
     if (extra_) extra_->EndRound(round);
@@ -34,6 +39,7 @@ class Coordinator::Mailbox final : public ClientSender {
  private:
   ClientSender* extra_;
   std::map<ClientId, core::TrainTask> boxes_;
+  std::vector<ClientId> ready_;
 };
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
@@ -164,7 +170,9 @@ void Coordinator::PullTask(const ClientId& client, absl::Duration max_wait, Pull
       if (reply.task || reply.run_finished || max_wait <= absl::ZeroDuration() || released_) {
         completions.push_back([done = std::move(done), reply] { done(reply); });
       } else {
-        waiters_[client] = Waiter{now + std::min(max_wait, options_.max_poll_wait), std::move(done)};
+        const absl::Time deadline = now + std::min(max_wait, options_.max_poll_wait);
+        waiters_[client] = Waiter{deadline, std::move(done)};
+        waiter_deadlines_.emplace(deadline, client);
       }
     }
   }
@@ -173,14 +181,25 @@ void Coordinator::PullTask(const ClientId& client, absl::Duration max_wait, Pull
 
 void Coordinator::CollectReadyWaiters(std::vector<Completion>& out) {
   const absl::Time now = deps_.clock->Now();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    core::PullTaskReply reply = ReplyFor(it->first);
-    if (reply.task || reply.run_finished || now >= it->second.deadline) {
-      out.push_back([done = std::move(it->second.done), reply] { done(reply); });
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
+  // Only the polls that can be answered are visited (10,000 clients may be waiting): those
+  // whose client just got a task, those past their deadline, or all once the run finished.
+  auto answer = [&](std::map<ClientId, Waiter>::iterator it) {
+    out.push_back([done = std::move(it->second.done), reply = ReplyFor(it->first)] { done(reply); });
+    waiters_.erase(it);
+  };
+  if (rounds_->phase() == RoundPhase::kFinished) {
+    while (!waiters_.empty()) answer(waiters_.begin());
+    waiter_deadlines_.clear();
+  }
+  for (const ClientId& id : mailbox_->TakeReady()) {
+    auto it = waiters_.find(id);
+    if (it != waiters_.end() && mailbox_->Peek(id) != nullptr) answer(it);
+  }
+  while (!waiter_deadlines_.empty() && waiter_deadlines_.begin()->first <= now) {
+    auto it = waiters_.find(waiter_deadlines_.begin()->second);
+    // The entry may be stale (the poll was answered or superseded by a later one).
+    if (it != waiters_.end() && it->second.deadline <= now) answer(it);
+    waiter_deadlines_.erase(waiter_deadlines_.begin());
   }
   for (auto it = secagg_waiters_.begin(); it != secagg_waiters_.end();) {
     bool gone = false;
@@ -380,6 +399,7 @@ void Coordinator::ReleaseWaiters() {
       completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
     }
     waiters_.clear();
+    waiter_deadlines_.clear();
     for (auto& [id, w] : secagg_waiters_) {
       completions.push_back([done = std::move(w.done)] { done(absl::UnavailableError("coordinator shutting down")); });
     }

@@ -149,6 +149,7 @@ class Coordinator {
   ClientRegistry registry_;                        // GUARDED_BY(mu_)
   std::unique_ptr<RoundStateMachine> rounds_;      // GUARDED_BY(mu_)
   std::map<core::ClientId, Waiter> waiters_;       // GUARDED_BY(mu_)
+  std::multimap<absl::Time, core::ClientId> waiter_deadlines_;  // GUARDED_BY(mu_); may hold stale entries
   std::map<core::ClientId, SecAggWaiter> secagg_waiters_;  // GUARDED_BY(mu_)
   bool released_ = false;                          // GUARDED_BY(mu_)
   std::set<std::string> revoked_;                  // GUARDED_BY(mu_)
