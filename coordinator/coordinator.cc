@@ -80,6 +80,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   rd.evaluator = deps.evaluator;
   rd.observer = deps.observer;
   rd.journal = c->journal_.get();
+  rd.async_finalize = options.finalize_off_lock;
+  if (options.finalize_off_lock) c->finalizer_ = std::make_unique<core::ThreadPool>(1);
   TESSERA_ASSIGN_OR_RETURN(c->rounds_, RoundStateMachine::Create(options.round, rd));
   if (restored) {
     std::lock_guard lock(c->mu_);
@@ -99,7 +101,29 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> s
       registry_(options_.liveness_timeout),
       revoked_(options_.revoked_clients) {}
 
-Coordinator::~Coordinator() { ReleaseWaiters(); }
+Coordinator::~Coordinator() {
+  ReleaseWaiters();
+  finalizer_.reset();  // a running finalization completes first: it needs the round state
+}
+
+void Coordinator::ScheduleFinalize() {
+  auto job = rounds_->TakeFinalizeJob();
+  if (!job) return;
+  finalizer_->Submit([this, job = std::move(*job)] {
+    const absl::Time t0 = absl::Now();
+    absl::Status result = job();
+    core::Logger("coordinator")->info("secure aggregation unmasked in {}", absl::FormatDuration(absl::Now() - t0));
+    std::vector<Completion> completions;
+    {
+      std::lock_guard lock(mu_);
+      if (absl::Status s = rounds_->OnFinalized(std::move(result)); !s.ok()) {
+        core::Logger("coordinator")->error("closing round: {}", std::string(s.message()));
+      }
+      CollectReadyWaiters(completions);
+    }
+    RunAll(completions);
+  });
+}
 
 void Coordinator::RunAll(std::vector<Completion>& completions) {
   for (auto& c : completions) c();
@@ -180,6 +204,8 @@ void Coordinator::PullTask(const ClientId& client, absl::Duration max_wait, Pull
 }
 
 void Coordinator::CollectReadyWaiters(std::vector<Completion>& out) {
+  // Every event ends here with the lock held: the place to notice a round ready to finalize.
+  ScheduleFinalize();
   const absl::Time now = deps_.clock->Now();
   // Only the polls that can be answered are visited (10,000 clients may be waiting): those
   // whose client just got a task, those past their deadline, or all once the run finished.

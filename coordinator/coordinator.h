@@ -28,6 +28,7 @@
 #include "coordinator/strategy.h"
 #include "core/clock.h"
 #include "core/federation.h"
+#include "core/thread_pool.h"
 
 namespace tessera::coordinator {
 
@@ -38,6 +39,9 @@ struct CoordinatorOptions {
   // started on the database of an earlier life of the same run picks up where it stopped.
   std::string state_db;
   bool sync_state_to_disk = false;  // see StateStore: survive machine crashes, not only SIGKILL
+  // A secure round's unmasking (seconds for hundreds of clients with dropouts) runs on a worker
+  // thread, not under the lock every RPC takes; false runs it inside the closing event.
+  bool finalize_off_lock = true;
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration liveness_timeout = absl::Seconds(30);  // a silent client is dropped after this
   absl::Duration max_poll_wait = absl::Seconds(30);
@@ -129,6 +133,8 @@ class Coordinator {
   using Completion = std::function<void()>;
 
   Coordinator(CoordinatorOptions options, std::unique_ptr<Strategy> strategy, CoordinatorDeps deps);
+  // Hands a round's finalize job (if any) to the finalizer thread. Requires mu_.
+  void ScheduleFinalize();
   // Answers waiters whose client now has a task (or the run finished). Requires mu_.
   void CollectReadyWaiters(std::vector<Completion>& out);
   core::PullTaskReply ReplyFor(const core::ClientId& client) const;  // requires mu_
@@ -143,6 +149,7 @@ class Coordinator {
   std::unique_ptr<StateStore> journal_;
   std::unique_ptr<ModelStore> store_;
   std::unique_ptr<Mailbox> mailbox_;
+  std::unique_ptr<core::ThreadPool> finalizer_;  // one thread: secure rounds' unmasking
 
   mutable std::mutex mu_;
   std::condition_variable finished_cv_;

@@ -10,6 +10,8 @@
 #include "core/status.h"
 #include "core/strings.h"
 
+#include <utility>
+
 namespace tessera::coordinator {
 
 using core::ClientId;
@@ -421,13 +423,40 @@ absl::StatusOr<std::optional<security::secagg::StageReply>> RoundStateMachine::O
   SecAggRound::Progress progress = secagg_->Advance(deps_.clock->Now());
   std::optional<security::secagg::StageReply> reply;
   if (const auto* r = secagg_->ReplyFor(client, request.stage())) reply = *r;
-  if (progress == SecAggRound::Progress::kDone) {
-    TESSERA_RETURN_IF_ERROR(CloseSecAggRound());
-  } else if (progress == SecAggRound::Progress::kAborted) {
-    AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
-    TESSERA_RETURN_IF_ERROR(MaybeStartRound());
-  }
+  TESSERA_RETURN_IF_ERROR(OnSecAggProgress(progress));
   return reply;
+}
+
+absl::Status RoundStateMachine::OnSecAggProgress(SecAggRound::Progress progress) {
+  switch (progress) {
+    case SecAggRound::Progress::kUnmaskReady: {
+      phase_ = RoundPhase::kFinalizing;
+      FinalizeJob job = [session = secagg_.get()] { return session->Unmask(); };
+      if (!deps_.async_finalize) return OnFinalized(job());
+      finalize_job_ = std::move(job);
+      return absl::OkStatus();
+    }
+    case SecAggRound::Progress::kDone: return CloseSecAggRound();
+    case SecAggRound::Progress::kAborted:
+      AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
+      return MaybeStartRound();
+    case SecAggRound::Progress::kRunning: return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+std::optional<RoundStateMachine::FinalizeJob> RoundStateMachine::TakeFinalizeJob() {
+  return std::exchange(finalize_job_, std::nullopt);
+}
+
+absl::Status RoundStateMachine::OnFinalized(absl::Status job_status) {
+  if (phase_ != RoundPhase::kFinalizing) return absl::FailedPreconditionError("no round is finalizing");
+  phase_ = RoundPhase::kTraining;
+  if (!job_status.ok()) {
+    AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
+    return MaybeStartRound();
+  }
+  return CloseSecAggRound();
 }
 
 const security::secagg::StageReply* RoundStateMachine::SecAggReply(const ClientId& client, const core::RoundRef& ref,
@@ -439,15 +468,8 @@ const security::secagg::StageReply* RoundStateMachine::SecAggReply(const ClientI
 }
 
 absl::Status RoundStateMachine::AdvanceSecAgg() {
-  if (!secagg_) return absl::OkStatus();
-  switch (secagg_->Advance(deps_.clock->Now())) {
-    case SecAggRound::Progress::kDone: return CloseSecAggRound();
-    case SecAggRound::Progress::kAborted:
-      AbandonRound(StrCat("secure aggregation aborted: ", secagg_->abort_reason()));
-      return MaybeStartRound();
-    case SecAggRound::Progress::kRunning: return absl::OkStatus();
-  }
-  return absl::OkStatus();
+  if (!secagg_ || phase_ != RoundPhase::kTraining) return absl::OkStatus();
+  return OnSecAggProgress(secagg_->Advance(deps_.clock->Now()));
 }
 
 absl::Status RoundStateMachine::CloseSecAggRound() {

@@ -12,9 +12,13 @@
 //                       rejected or dropped), or at its deadline: with at least `min_results`
 //                       valid results it publishes the next global model, otherwise it is
 //                       abandoned and the model stays as it was.
+//   kFinalizing         a secure round's Unmasking stage closed and the sum is being computed
+//                       (off the owner's lock, see TakeFinalizeJob); every round input is
+//                       FAILED_PRECONDITION until OnFinalized closes the round.
 //   kFinished           all rounds done; OnTrainResult: FAILED_PRECONDITION.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -41,7 +45,7 @@ class StateStore;
 struct RestoredState;
 struct SpooledResult;
 
-enum class RoundPhase { kWaitingForClients, kTraining, kFinished };
+enum class RoundPhase { kWaitingForClients, kTraining, kFinalizing, kFinished };
 enum class RoundOutcome { kCompleted, kAbandoned };
 
 struct RoundConfig {
@@ -107,6 +111,9 @@ struct RoundDeps {
   Evaluator* evaluator = nullptr;      // optional: server-side evaluation
   RoundObserver* observer = nullptr;   // optional
   StateStore* journal = nullptr;       // optional: durable state (crash safety)
+  // Hand the costly end of a secure round (unmasking) to the owner through TakeFinalizeJob
+  // instead of running it inside the event that closed the Unmasking stage.
+  bool async_finalize = false;
 };
 
 class RoundStateMachine {
@@ -141,6 +148,13 @@ class RoundStateMachine {
   // when the ref's session no longer runs (its round closed or was abandoned).
   const security::secagg::StageReply* SecAggReply(const core::ClientId& client, const core::RoundRef& ref,
                                                   security::secagg::Stage stage, bool* session_gone) const;
+  // With RoundDeps::async_finalize: the work that finalizes a secure round, once its Unmasking
+  // stage closed (phase kFinalizing). The owner runs it without holding its lock (it touches
+  // only the round's session) and passes its status to OnFinalized, under the lock again.
+  using FinalizeJob = std::function<absl::Status()>;
+  std::optional<FinalizeJob> TakeFinalizeJob();
+  absl::Status OnFinalized(absl::Status job_status);
+
   // A sampled client went away; the round may close early if nobody else is pending.
   absl::Status OnClientDropped(const core::ClientId& client);
   // Closes or abandons the open round at its deadline, then tries to open the next.
@@ -163,6 +177,7 @@ class RoundStateMachine {
   // Publishes `aggregate` (the mean of the round's weights) as the next model.
   absl::Status PublishRound(core::ModelWeights aggregate, int reported);
   absl::Status AdvanceSecAgg();
+  absl::Status OnSecAggProgress(SecAggRound::Progress progress);
   absl::Status CloseSecAggRound();
   absl::Status CheckRef(const core::ClientId& client, const core::RoundRef& ref) const;
   void AbandonRound(std::string reason);
@@ -184,6 +199,7 @@ class RoundStateMachine {
   int target_results_ = 0;  // valid results that close the open round early (over-selection)
   std::unique_ptr<aggregation::Aggregator> aggregator_;
   std::unique_ptr<SecAggRound> secagg_;  // secure rounds only
+  std::optional<FinalizeJob> finalize_job_;  // kFinalizing, until the owner takes it
   core::Metrics metric_sums_;     // per metric: sum of num_examples * value
   core::Metrics metric_weights_;  // per metric: sum of num_examples of the clients reporting it
   std::vector<RoundSummary> history_;

@@ -110,10 +110,9 @@ absl::Status SecAggRound::CloseStage(absl::Time now) {
       stage_deadline_ = now + config_.stage_deadline;
       return absl::OkStatus();
     }
-    case sa::ServerStage::kUnmasking: {
-      TESSERA_ASSIGN_OR_RETURN(sum_, server_->CloseUnmasking());
+    case sa::ServerStage::kUnmasking:
+      progress_ = Progress::kUnmaskReady;  // Unmask() does the work
       return absl::OkStatus();
-    }
     default: return absl::FailedPreconditionError("no stage is open");
   }
 }
@@ -133,9 +132,21 @@ SecAggRound::Progress SecAggRound::Advance(absl::Time now) {
       break;
     }
     core::Logger("coordinator")->info("secure aggregation stage {} closed", stage);
-    if (server_->stage() == sa::ServerStage::kDone) progress_ = Progress::kDone;
   }
   return progress_;
+}
+
+absl::Status SecAggRound::Unmask() {
+  if (progress_ != Progress::kUnmaskReady) return absl::FailedPreconditionError("the Unmasking stage is not closed");
+  auto sum = server_->CloseUnmasking();
+  if (!sum.ok()) {
+    server_->Abort(std::string(sum.status().message()));
+    progress_ = Progress::kAborted;
+    return sum.status();
+  }
+  sum_ = *std::move(sum);
+  progress_ = Progress::kDone;
+  return absl::OkStatus();
 }
 
 }  // namespace tessera::coordinator

@@ -25,7 +25,9 @@ namespace tessera::coordinator {
 
 class SecAggRound {
  public:
-  enum class Progress { kRunning, kDone, kAborted };
+  // kUnmaskReady: the Unmasking stage closed; Unmask() computes the sum (the costly part:
+  // seconds for hundreds of clients with dropouts), which the owner may run off its lock.
+  enum class Progress { kRunning, kUnmaskReady, kDone, kAborted };
 
   // `config` is already resolved for this many clients (ResolveConfig).
   static absl::StatusOr<std::unique_ptr<SecAggRound>> Create(const security::secagg::SecAggConfig& config,
@@ -45,6 +47,10 @@ class SecAggRound {
   // Closes stages that are complete or past their deadline.
   Progress Advance(absl::Time now);
 
+  // After kUnmaskReady: reconstructs the dropped clients' masks and computes the sum. Touches
+  // nothing but this session, so it may run on another thread while nobody else uses it.
+  // Progress becomes kDone, or kAborted with the reason.
+  absl::Status Unmask();
   // After kDone: the sum of the inputs, and who contributed.
   std::vector<uint64_t> TakeSum() { return std::move(sum_); }
   int num_contributors() const { return static_cast<int>(server_->input_set().size()); }

@@ -82,6 +82,7 @@ struct SecureRun {
   std::vector<int64_t> weights;
   std::vector<RoundSummary> history;
   std::vector<float> initial, final_model;
+  bool finalize_off_lock = true;
 
   void Run() {
     core::Rng rng(99);
@@ -99,6 +100,7 @@ struct SecureRun {
     options.round.round_deadline = absl::Seconds(20);
     options.round.secure_aggregation = secagg;
     options.liveness_timeout = absl::InfiniteDuration();
+    options.finalize_off_lock = finalize_off_lock;
     FedAvgOptions fedavg;
     fedavg.fraction = 1.0;
     fedavg.min_available_clients = num_clients;
@@ -173,9 +175,14 @@ TEST(SecureRoundTest, HundredClientsTwentyPercentDropAfterMaskedInput) {
   ExpectModel(run.final_model, run.ExpectedModel());
 }
 
-TEST(SecureRoundTest, DropoutsAtEveryStage) {
+// Unmasking runs on the coordinator's finalizer thread by default; inside the event that closes
+// the Unmasking stage (under the lock) when asked: the round comes out the same either way.
+class DropoutsAtEveryStageTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(DropoutsAtEveryStageTest, RoundCompletesWithTheSurvivorsSum) {
   SecureRun run;
   run.num_clients = 40;
+  run.finalize_off_lock = GetParam();
   run.drop_before = {{1, 0}, {7, 0}, {12, 1}, {20, 1}, {25, 2}, {33, 2}, {38, 3}};
   run.Run();
   ASSERT_EQ(run.history.size(), 1u);
@@ -183,6 +190,11 @@ TEST(SecureRoundTest, DropoutsAtEveryStage) {
   EXPECT_EQ(run.history[0].reported, 40 - 6);  // everyone but those who dropped before their input
   ExpectModel(run.final_model, run.ExpectedModel());
 }
+
+INSTANTIATE_TEST_SUITE_P(Finalize, DropoutsAtEveryStageTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("OffTheLock") : std::string("InsideTheEvent");
+                         });
 
 TEST(SecureRoundTest, TooManyDropoutsAbortAndKeepTheModel) {
   SecureRun run;
