@@ -26,6 +26,15 @@ class Trainer {
   virtual absl::StatusOr<TrainOutput> Train(const core::ModelWeights& global,
                                             const core::TrainConfig& config) = 0;
 
+  // Trains from `start` with mu/2 ||w - anchor||^2 added to the loss (mu = config.proximal_mu):
+  // Ditto's personal model, pulled toward the global `anchor`. Train() with a proximal_mu is
+  // FedProx, the case anchor == start. UNIMPLEMENTED for trainers without it.
+  virtual absl::StatusOr<TrainOutput> TrainToward(const core::ModelWeights& start, const core::ModelWeights& anchor,
+                                                  const core::TrainConfig& config) {
+    (void)start, (void)anchor, (void)config;
+    return absl::UnimplementedError("this trainer cannot train toward an anchor model");
+  }
+
   // Metrics of `weights` on the local held-out data: "loss", "accuracy", "num_examples".
   virtual absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& weights) = 0;
 };

@@ -7,8 +7,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/ids.h"
 #include "core/tensor.h"
@@ -25,12 +27,35 @@ struct RoundRef {
   bool operator==(const RoundRef&) const = default;
 };
 
+// How clients personalize, chosen per federation (client/personalizer.h does the work).
+enum class PersonalizationMode { kNone, kFinetune, kFedPer, kDitto };
+
+struct PersonalizationSpec {
+  PersonalizationMode mode = PersonalizationMode::kNone;
+  // finetune: SGD steps on the received global model after each round; ditto: steps of the
+  // personal model per round (0: the round's local epochs).
+  int steps = 0;
+  double ditto_lambda = 0;  // ditto: proximal weight toward the global model
+  // fedper: tensors whose name starts with one of these stay on the client; never uploaded.
+  std::vector<std::string> private_layers;
+  bool operator==(const PersonalizationSpec&) const = default;
+};
+
+// "none" | "finetune" | "fedper" | "ditto"; INVALID_ARGUMENT for another name.
+absl::StatusOr<PersonalizationMode> ParsePersonalizationMode(std::string_view name);
+std::string_view PersonalizationModeName(PersonalizationMode mode);
+// Whether tensor `name` is private under `spec` (fedper only).
+bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name);
+
 // What a client does locally in a round.
 struct TrainConfig {
   int local_epochs = 1;
   int batch_size = 10;
   double learning_rate = 0.05;
   uint64_t seed = 0;  // the client derives its shuffling stream from (seed, round, client)
+  int max_steps = 0;         // > 0: stop after this many SGD steps (before the epochs end)
+  double proximal_mu = 0;    // FedProx (Li et al. 2020): + mu/2 ||w - global||^2 in the local loss
+  PersonalizationSpec personalization;
 };
 
 // A round with secure aggregation: what a sampled client needs to take part in the SecAgg+

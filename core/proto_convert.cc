@@ -1,5 +1,7 @@
 #include "core/proto_convert.h"
 
+#include <algorithm>
+
 #include <set>
 
 #include "core/strings.h"
@@ -91,10 +93,33 @@ void ToProto(const TrainConfig& c, v1::TrainConfig* out) {
   out->set_batch_size(c.batch_size);
   out->set_learning_rate(c.learning_rate);
   out->set_seed(c.seed);
+  out->set_max_steps(static_cast<uint32_t>(std::max(c.max_steps, 0)));
+  out->set_proximal_mu(c.proximal_mu);
+  const PersonalizationSpec& p = c.personalization;
+  if (p.mode != PersonalizationMode::kNone) {
+    v1::Personalization* o = out->mutable_personalization();
+    o->set_mode(static_cast<v1::Personalization::Mode>(static_cast<int>(p.mode)));
+    o->set_steps(static_cast<uint32_t>(std::max(p.steps, 0)));
+    o->set_ditto_lambda(p.ditto_lambda);
+    for (const auto& l : p.private_layers) o->add_private_layers(l);
+  }
 }
 
 TrainConfig FromProto(const v1::TrainConfig& c) {
-  return {static_cast<int>(c.local_epochs()), static_cast<int>(c.batch_size()), c.learning_rate(), c.seed()};
+  TrainConfig t{static_cast<int>(c.local_epochs()), static_cast<int>(c.batch_size()), c.learning_rate(), c.seed()};
+  t.max_steps = static_cast<int>(std::min<uint32_t>(c.max_steps(), 1u << 30));
+  t.proximal_mu = c.proximal_mu();
+  if (c.has_personalization()) {
+    const auto& p = c.personalization();
+    // An unknown mode from a newer coordinator is read as none: the client then does what a
+    // client without personalization does.
+    const int mode = static_cast<int>(p.mode());
+    t.personalization.mode = mode >= 0 && mode <= 3 ? static_cast<PersonalizationMode>(mode) : PersonalizationMode::kNone;
+    t.personalization.steps = static_cast<int>(std::min<uint32_t>(p.steps(), 1u << 30));
+    t.personalization.ditto_lambda = p.ditto_lambda();
+    t.personalization.private_layers.assign(p.private_layers().begin(), p.private_layers().end());
+  }
+  return t;
 }
 
 void ToProto(const TrainTask& task, v1::TrainTask* out) {

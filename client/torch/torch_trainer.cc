@@ -18,6 +18,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <string_view>
@@ -493,6 +494,12 @@ int64_t TorchTrainer::num_state_elements() const {
 
 absl::StatusOr<TrainOutput> TorchTrainer::Train(const core::ModelWeights& global,
                                                 const core::TrainConfig& config) {
+  return TrainToward(global, global, config);
+}
+
+absl::StatusOr<TrainOutput> TorchTrainer::TrainToward(const core::ModelWeights& start,
+                                                      const core::ModelWeights& anchor,
+                                                      const core::TrainConfig& config) {
   if (train_.empty()) return absl::FailedPreconditionError("no local training data");
   if (config.local_epochs < 1 || config.batch_size < 1) {
     return absl::InvalidArgumentError(
@@ -502,8 +509,12 @@ absl::StatusOr<TrainOutput> TorchTrainer::Train(const core::ModelWeights& global
   if (!std::isfinite(config.learning_rate)) {
     return absl::InvalidArgumentError("learning_rate is not finite");
   }
+  if (!(config.proximal_mu >= 0) || !std::isfinite(config.proximal_mu)) {
+    return absl::InvalidArgumentError("proximal_mu must be finite and not negative");
+  }
+  if (config.proximal_mu > 0) TESSERA_RETURN_IF_ERROR(CheckLayout(anchor, model_->State()));
   return RunGuarded(absl::StatusCode::kInternal, "training failed",
-                    [&] { return TrainImpl(global, config); });
+                    [&] { return TrainImpl(start, anchor, config); });
 }
 
 absl::StatusOr<core::Metrics> TorchTrainer::Evaluate(const core::ModelWeights& weights) {
@@ -512,12 +523,28 @@ absl::StatusOr<core::Metrics> TorchTrainer::Evaluate(const core::ModelWeights& w
                     [&] { return EvaluateImpl(weights); });
 }
 
-absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& global,
+absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& start,
+                                                    const core::ModelWeights& anchor,
                                                     const core::TrainConfig& config) {
   // Picks up ConfigureTorchThreads() in this (possibly pool) thread.
   at::init_num_threads();
-  TESSERA_RETURN_IF_ERROR(LoadWeights(global, model_->State()));
+  TESSERA_RETURN_IF_ERROR(LoadWeights(start, model_->State()));
   model_->SetTraining(true);
+  // The proximal term's anchor, one tensor per trainable parameter (state order).
+  const double mu = config.proximal_mu;
+  std::vector<::torch::Tensor> anchors;
+  if (mu > 0) {
+    const NamedState& state = model_->State();
+    for (size_t i = 0; i < state.size(); ++i) {
+      if (!state[i].second.requires_grad()) continue;
+      const core::NamedTensor& a = anchor.tensors[i];
+      anchors.push_back(::torch::from_blob(const_cast<uint8_t*>(a.bytes().data()), a.shape(),
+                                           ::torch::TensorOptions().dtype(ToTorchDType(a.dtype())))
+                            .clone());
+    }
+  }
+  int64_t steps = 0;
+  const int64_t max_steps = config.max_steps > 0 ? config.max_steps : std::numeric_limits<int64_t>::max();
 
   const int64_t n = train_.size();
   const int64_t numel = Numel(spec_.input_shape);
@@ -535,7 +562,8 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& gl
 
   double loss_sum = 0;
   int64_t correct = 0;
-  for (int epoch = 0; epoch < config.local_epochs; ++epoch) {
+  int64_t seen = 0;  // examples of the last epoch that ran (maybe cut short by max_steps)
+  for (int epoch = 0; epoch < config.local_epochs && steps < max_steps; ++epoch) {
     std::iota(order.begin(), order.end(), int64_t{0});
     core::Rng rng(config.seed, {static_cast<uint64_t>(epoch)});
     std::shuffle(order.begin(), order.end(), rng);
@@ -543,8 +571,10 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& gl
       std::memcpy(x_data + i * numel, train_.example(order[i]), numel * sizeof(float));
       y_data[i] = train_.label(order[i]);
     }
-    const bool last_epoch = epoch == config.local_epochs - 1;
-    for (int64_t start = 0; start < n; start += batch_size) {
+    // Metrics come from the last epoch that runs (the step budget may end it early).
+    const int64_t epoch_steps = (n + batch_size - 1) / batch_size;
+    const bool last_epoch = epoch == config.local_epochs - 1 || max_steps - steps <= epoch_steps;
+    for (int64_t start = 0; start < n && steps < max_steps; start += batch_size, ++steps) {
       const int64_t len = std::min(batch_size, n - start);
       batch_shape[0] = len;
       const ::torch::Tensor xb = x.narrow(0, start, len).view(batch_shape);
@@ -557,15 +587,21 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& gl
       loss.backward();
       {
         ::torch::NoGradGuard no_grad;
-        for (const ::torch::Tensor& p : params) {
-          if (p.grad().defined()) {
-            ::torch::Tensor param = p;
+        for (size_t k = 0; k < params.size(); ++k) {
+          const ::torch::Tensor& p = params[k];
+          if (!p.grad().defined()) continue;
+          ::torch::Tensor param = p;
+          if (mu > 0) {
+            // d/dw mu/2 ||w - a||^2 = mu (w - a), taken at the weights before this step.
+            param.add_(p.grad() + mu * (p - anchors[k]), -lr);
+          } else {
             param.add_(p.grad(), -lr);
           }
         }
         if (last_epoch) {
           loss_sum += loss.item<double>() * static_cast<double>(len);
           correct += logits.argmax(1).eq(yb).sum().item<int64_t>();
+          seen += len;
         }
       }
     }
@@ -574,8 +610,8 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& gl
   TrainOutput out;
   TESSERA_ASSIGN_OR_RETURN(out.weights, StateToWeights(model_->State()));
   out.num_examples = n;
-  out.metrics["train_loss"] = loss_sum / static_cast<double>(n);
-  out.metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(n);
+  out.metrics["train_loss"] = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
+  out.metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1));
   return out;
 }
 

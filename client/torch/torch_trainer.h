@@ -63,6 +63,10 @@ class TorchModel;  // the model behind a trainer (zoo or TorchScript); defined i
 // core::Rng(config.seed, {epoch}). The result is bit-reproducible for the same inputs and
 // thread count. Returns the trained weights (same layout), num_examples = train size, and
 // metrics "train_loss" (mean over the last epoch) and "train_accuracy" (during the last epoch).
+// config.max_steps > 0 stops after that many steps (the metrics are then those of the last,
+// maybe partial, epoch); config.proximal_mu > 0 adds mu/2 ||w - global||^2 to the loss
+// (FedProx). TrainToward(start, anchor, config) is the same from `start` with the proximal term
+// toward `anchor` (Ditto's personal model).
 // FAILED_PRECONDITION when the train view is empty; INVALID_ARGUMENT for a non-positive
 // batch_size or local_epochs, or a non-finite learning rate.
 //
@@ -86,6 +90,8 @@ class TorchTrainer final : public client::Trainer {
 
   absl::StatusOr<TrainOutput> Train(const core::ModelWeights& global,
                                     const core::TrainConfig& config) override;
+  absl::StatusOr<TrainOutput> TrainToward(const core::ModelWeights& start, const core::ModelWeights& anchor,
+                                          const core::TrainConfig& config) override;
   absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& weights) override;
 
   const ModelSpec& spec() const { return spec_; }
@@ -96,7 +102,7 @@ class TorchTrainer final : public client::Trainer {
   TorchTrainer(ModelSpec spec, DatasetView train, DatasetView eval,
                std::unique_ptr<TorchModel> model);
 
-  absl::StatusOr<TrainOutput> TrainImpl(const core::ModelWeights& global,
+  absl::StatusOr<TrainOutput> TrainImpl(const core::ModelWeights& start, const core::ModelWeights& anchor,
                                         const core::TrainConfig& config);
   absl::StatusOr<core::Metrics> EvaluateImpl(const core::ModelWeights& weights);
 

@@ -174,6 +174,56 @@ TEST_F(TorchTrainerTest, TrainIsBitReproducibleAndSeedDependent) {
   EXPECT_FALSE(BitEqual(a->weights, *initial));
 }
 
+TEST_F(TorchTrainerTest, MaxStepsStopsTrainingWhereTheBudgetEnds) {
+  auto trainer = TorchTrainer::Create(Spec("mlp"), DatasetView::All(train_data_), {});
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto initial = InitialWeights(Spec("mlp"), 3);
+  ASSERT_TRUE(initial.ok());
+  core::TrainConfig budget = Config(3, 0.05, 5);
+  budget.max_steps = 20;  // 200 examples in batches of 10: one epoch
+  auto cut = (*trainer)->Train(*initial, budget);
+  auto one_epoch = (*trainer)->Train(*initial, Config(1, 0.05, 5));
+  ASSERT_TRUE(cut.ok() && one_epoch.ok());
+  EXPECT_TRUE(BitEqual(cut->weights, one_epoch->weights));
+  EXPECT_EQ(cut->metrics, one_epoch->metrics);
+}
+
+// One SGD step with the proximal term toward `anchor`: w1 = w0 - lr (g + mu (w0 - anchor)), where
+// w0 - lr g is the step without it.
+TEST_F(TorchTrainerTest, ProximalStepMatchesTheClosedForm) {
+  auto trainer = TorchTrainer::Create(Spec("logreg"), DatasetView::All(train_data_), {});
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto start = InitialWeights(Spec("logreg"), 3);
+  auto anchor = InitialWeights(Spec("logreg"), 4);
+  ASSERT_TRUE(start.ok() && anchor.ok());
+  core::TrainConfig plain = Config(1, 0.1, 5);
+  plain.max_steps = 1;
+  core::TrainConfig prox = plain;
+  prox.proximal_mu = 0.5;
+  auto without = (*trainer)->Train(*start, plain);
+  auto with = (*trainer)->TrainToward(*start, *anchor, prox);
+  ASSERT_TRUE(without.ok() && with.ok()) << with.status();
+  for (size_t t = 0; t < start->tensors.size(); ++t) {
+    const auto w0 = start->tensors[t].f32(), a = anchor->tensors[t].f32();
+    const auto plain_step = without->weights.tensors[t].f32(), got = with->weights.tensors[t].f32();
+    for (size_t i = 0; i < w0.size(); ++i) {
+      EXPECT_NEAR(got[i], plain_step[i] - 0.1 * 0.5 * (w0[i] - a[i]), 1e-6) << t << ":" << i;
+    }
+  }
+  // FedProx (anchor = start): the first step is the plain one; later steps stay closer to it.
+  prox.max_steps = 0;
+  plain.max_steps = 0;
+  prox.local_epochs = plain.local_epochs = 3;
+  prox.proximal_mu = 1.0;
+  auto fedprox = (*trainer)->Train(*start, prox);
+  auto fedavg = (*trainer)->Train(*start, plain);
+  ASSERT_TRUE(fedprox.ok() && fedavg.ok());
+  auto drift = [&](const core::ModelWeights& w) { return *core::MaxAbsDiff(w, *start); };
+  EXPECT_LT(drift(fedprox->weights), drift(fedavg->weights));
+  prox.proximal_mu = -1;
+  EXPECT_EQ((*trainer)->Train(*start, prox).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // Two trainers on disjoint halves of the data, run one after the other and then in two
 // threads at once: the threads must not change a bit of either result.
 void ExpectParallelMatchesSequential(const std::string& architecture,

@@ -1,0 +1,33 @@
+#include "core/federation.h"
+
+#include "core/strings.h"
+
+namespace tessera::core {
+
+absl::StatusOr<PersonalizationMode> ParsePersonalizationMode(std::string_view name) {
+  if (name == "none" || name.empty()) return PersonalizationMode::kNone;
+  if (name == "finetune") return PersonalizationMode::kFinetune;
+  if (name == "fedper") return PersonalizationMode::kFedPer;
+  if (name == "ditto") return PersonalizationMode::kDitto;
+  return absl::InvalidArgumentError(StrCat("personalization must be none, finetune, fedper or ditto, not '", name, "'"));
+}
+
+std::string_view PersonalizationModeName(PersonalizationMode mode) {
+  switch (mode) {
+    case PersonalizationMode::kNone: return "none";
+    case PersonalizationMode::kFinetune: return "finetune";
+    case PersonalizationMode::kFedPer: return "fedper";
+    case PersonalizationMode::kDitto: return "ditto";
+  }
+  return "none";
+}
+
+bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name) {
+  if (spec.mode != PersonalizationMode::kFedPer) return false;
+  for (const std::string& prefix : spec.private_layers) {
+    if (!prefix.empty() && name.substr(0, prefix.size()) == prefix) return true;
+  }
+  return false;
+}
+
+}  // namespace tessera::core
