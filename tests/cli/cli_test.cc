@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -734,15 +735,23 @@ class ModelsCliTest : public CliTest {
  protected:
   // A logreg run of three versions (0 initial, 1 and 2 from rounds 1 and 2) in `out/models`, with
   // a state.db when `with_state_db`.
-  fs::path WriteRun(const std::string& name, bool with_state_db) {
+  // Small deterministic weights for the layers `layers` (name, out, in): "name.weight", "name.bias".
+  static core::ModelWeights Dense(const std::vector<std::tuple<std::string, int64_t, int64_t>>& layers) {
+    core::ModelWeights weights;
+    for (const auto& [name, outputs, inputs] : layers) {
+      std::vector<float> w(static_cast<size_t>(outputs * inputs)), b(static_cast<size_t>(outputs));
+      for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * static_cast<float>(i % 13) - 0.006f;
+      for (size_t i = 0; i < b.size(); ++i) b[i] = 0.1f * static_cast<float>(i);
+      weights.tensors.push_back(core::NamedTensor::FromFloats(name + ".weight", {outputs, inputs}, w));
+      weights.tensors.push_back(core::NamedTensor::FromFloats(name + ".bias", {outputs}, b));
+    }
+    return weights;
+  }
+
+  fs::path WriteRun(const std::string& name, bool with_state_db,
+                    core::ModelWeights weights = Dense({{"fc", 10, 784}})) {
     const fs::path out = fs::path(tmp_.path()) / name;
     fs::create_directories(out);
-    core::ModelWeights weights;
-    std::vector<float> w(10 * 784), b(10);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * static_cast<float>(i % 13) - 0.006f;
-    for (size_t i = 0; i < b.size(); ++i) b[i] = 0.1f * static_cast<float>(i);
-    weights.tensors.push_back(core::NamedTensor::FromFloats("fc.weight", {10, 784}, w));
-    weights.tensors.push_back(core::NamedTensor::FromFloats("fc.bias", {10}, b));
     auto store = coordinator::ModelStore::Create((out / "models").string(), weights, "run-models");
     EXPECT_TRUE(store.ok()) << store.status();
     std::unique_ptr<coordinator::StateStore> db;
@@ -925,6 +934,25 @@ TEST_F(ModelsCliTest, ARunOfATorchScriptModelNeedsItsFile) {
   EXPECT_THAT(o.err, HasSubstr("give its file with --model"));
 }
 
+TEST_F(ModelsCliTest, ExportsATorchScriptArchitectureGivenItsFile) {
+  // The weights of tests/data/tiny_mlp_scripted.pt (784-16-10): not a zoo model.
+  const fs::path run = WriteRun("run", /*with_state_db=*/false, Dense({{"fc1", 16, 784}, {"fc2", 10, 16}}));
+  Outcome guess = Tessera({"models", "show", "--from", run.string()});
+  EXPECT_EQ(guess.exit_code, 1) << guess;
+  EXPECT_THAT(guess.err, HasSubstr("not those of a zoo model"));
+
+  const std::string tiny = TESSERA_SOURCE_DIR "/tests/data/tiny_mlp_scripted.pt";
+  const std::string out = tmp_.Join("tiny.pt");
+  Outcome o = Tessera({"models", "export", "--from", run.string(), "--model", tiny, "--out", out}, 120s);
+  ASSERT_EQ(o.exit_code, 0) << o;
+  const json card = ReadJson(out + ".card.json");
+  ASSERT_TRUE(card.is_object());
+  EXPECT_EQ(card["architecture"], "tiny_mlp_scripted.pt");
+  EXPECT_EQ(card["weights"]["num_parameters"], 12730);
+  EXPECT_EQ(card["preprocessing"]["in_module"], true);
+  EXPECT_EQ(card["export"]["sha256"], FileSha256(out));
+}
+
 TEST_F(ModelsCliTest, BadUsageIsExitTwo) {
   const fs::path run = WriteRun("run", /*with_state_db=*/false);
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
@@ -955,6 +983,23 @@ TEST_F(ModelsCliTest, ASimulatedRunExportsAModelThatPythonRuns) {
   EXPECT_EQ(card["architecture"], "logreg");
   EXPECT_EQ(card["version"], 1);
   EXPECT_EQ(card["dataset"], "fashion-mnist");
+  if (!PythonHasTorch()) GTEST_SKIP() << "/usr/bin/python3 cannot import torch: the module was not run";
+  // Python alone, on the raw test images: one round of logreg is far above chance (0.1).
+  const std::string script = WriteConfig("accuracy.py", R"(import gzip, sys, torch
+d = sys.argv[2] + "/"
+x = torch.frombuffer(bytearray(gzip.open(d + "t10k-images-idx3-ubyte.gz").read()[16:]), dtype=torch.uint8)
+y = torch.frombuffer(bytearray(gzip.open(d + "t10k-labels-idx1-ubyte.gz").read()[8:]), dtype=torch.uint8)
+with torch.no_grad():
+    p = torch.jit.load(sys.argv[1])(x.reshape(-1, 1, 28, 28).float()).argmax(1)
+print((p == y.long()).float().mean().item())
+)");
+  const std::string log = tmp_.Join("accuracy.out");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " " + tmp_.Join("sim.pt") + " " + kFashionMnist + " >" +
+                         log + " 2>&1")
+                            .c_str()),
+            0)
+      << Slurp(log);
+  EXPECT_GT(std::stod(Slurp(log)), 0.6) << Slurp(log);
 }
 }  // namespace
 }  // namespace tessera::cli
