@@ -108,9 +108,27 @@ std::string ColumnText(sqlite3_stmt* s, int i) {
 // Adds what the coordinator's state database knows to the records of the files: each version's
 // round, parent, contributing clients, metrics and close time. A version the database has and
 // the directory lacks is kept (its file is reported missing when read).
+//
+// Read-only, and leaving no trace: a read-only connection to a WAL database creates the -wal and
+// -shm files when they are missing and cannot remove them. They exist while any connection (a
+// running coordinator) has the database open; without them nothing writes it, and it is opened
+// immutable (no side files, no locks).
 absl::Status MergeStateDb(const fs::path& path, const fs::path& models_dir, Records& records) {
+  std::error_code ec;
+  const bool in_use = fs::exists(path.string() + "-wal", ec) || fs::exists(path.string() + "-shm", ec);
+  std::string uri = "file:";
+  for (const char ch : fs::absolute(path, ec).string()) {
+    if (ch == '%' || ch == '?' || ch == '#') {
+      char escaped[4];
+      std::snprintf(escaped, sizeof(escaped), "%%%02X", static_cast<unsigned char>(ch));
+      uri += escaped;
+    } else {
+      uri += ch;
+    }
+  }
+  uri += in_use ? "?mode=ro" : "?mode=ro&immutable=1";
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  const int rc = sqlite3_open_v2(uri.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr);
   std::unique_ptr<sqlite3, SqliteCloser> db(raw);
   auto damaged = [&](std::string_view what) {
     return absl::DataLossError(StrCat(path.string(), " is not a readable Tessera state database (", what, ": ",

@@ -817,6 +817,9 @@ TEST_F(ModelsCliTest, ListTakesRoundsClientsAndTimesFromStateDb) {
   EXPECT_THAT(lines[4], StartsWith("      2      2  2026-11-22T18:02:02Z      1       4  "));
   EXPECT_THAT(lines[4], HasSubstr("accuracy=0.75 clients.train_loss=0.5 loss=0.25"));
   EXPECT_THAT(lines[3], HasSubstr("Z      0       3  "));
+  // Reading leaves no -wal or -shm behind (a read-only connection could not remove them).
+  EXPECT_FALSE(fs::exists(run / "state.db-wal"));
+  EXPECT_FALSE(fs::exists(run / "state.db-shm"));
 }
 
 TEST_F(ModelsCliTest, ShowPrintsTheLatestVersionsCard) {
