@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/data/idx_reader.h"
@@ -20,6 +21,7 @@
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "core/model_card.h"
+#include "core/proto_convert.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
 #include "core/status.h"
@@ -62,6 +64,7 @@ struct VersionRecord {
   core::Metrics metrics;
   std::string created_at;
   bool in_state_db = false;
+  std::string state_db_digest;  // SHA-256 (raw) of the version's serialized model, as state.db recorded it
 };
 
 using Records = std::map<core::ModelVersion, VersionRecord>;
@@ -147,7 +150,7 @@ absl::Status MergeStateDb(const fs::path& path, const fs::path& models_dir, Reco
   }
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v2(db.get(),
-                         "SELECT v.version, v.round, r.model_version, r.opened_us, r.summary FROM versions v "
+                         "SELECT v.version, v.round, r.model_version, r.opened_us, r.summary, v.sha256 FROM versions v "
                          "LEFT JOIN rounds r ON r.round = v.round AND v.version > 0 ORDER BY v.version",
                          -1, &s, nullptr) != SQLITE_OK) {
     return damaged("versions");
@@ -166,6 +169,7 @@ absl::Status MergeStateDb(const fs::path& path, const fs::path& models_dir, Reco
     r.in_state_db = true;
     r.run_id = run_id;
     r.round = static_cast<core::RoundNumber>(sqlite3_column_int64(s, 1));
+    r.state_db_digest = ColumnText(s, 5);
     if (sqlite3_column_type(s, 2) != SQLITE_NULL) {
       const auto parent = static_cast<core::ModelVersion>(sqlite3_column_int64(s, 2));
       if (parent < version) r.parent = parent;
@@ -225,18 +229,21 @@ absl::StatusOr<LoadedVersion> LoadVersion(VersionRecord record) {
     return absl::DataLossError(StrCat(record.file.string(), " says it holds version '", get("version"),
                                       "', its name says ", record.version));
   }
-  if (!record.in_state_db) {
-    try {
-      record.round = std::stoull(get("round"));
-    } catch (const std::exception&) {
+  if (record.in_state_db) {
+    // The digest ModelStore::Reopen checks: a valid file of other weights is no less damaged.
+    if (!record.state_db_digest.empty() &&
+        core::Sha256Digest(core::SerializeModel(v.file.weights)) != record.state_db_digest) {
+      return absl::DataLossError(
+          StrCat(record.file.string(), " is not the model version ", record.version, " that state.db recorded"));
+    }
+  } else {
+    if (!absl::SimpleAtoi(get("round"), &record.round)) {
       return absl::DataLossError(StrCat(record.file.string(), " has no valid round in its metadata"));
     }
     record.run_id = get("run_id");
     for (const auto& [k, value] : meta) {
       if (k.rfind("metric.", 0) != 0) continue;
-      try {
-        record.metrics[k.substr(7)] = std::stod(value);
-      } catch (const std::exception&) {
+      if (!absl::SimpleAtod(value, &record.metrics[k.substr(7)])) {
         return absl::DataLossError(StrCat(record.file.string(), ": metric ", k, " is not a number"));
       }
     }

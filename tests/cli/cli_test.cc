@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "coordinator/model_store.h"
 #include "coordinator/state_store.h"
+#include "core/safetensors.h"
 #include "core/sha256.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -927,6 +928,22 @@ TEST_F(ModelsCliTest, BadInputIsOneLineAndExitOne) {
   // A state.db that is not a database.
   std::ofstream(run / "state.db") << "not a database";
   expect_failure({"models", "list", "--from", run.string()}, "state.db is not a readable Tessera state database");
+}
+
+TEST_F(ModelsCliTest, AFileOfOtherWeightsThanStateDbRecordedIsDamaged) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/true);
+  // A well-formed version 1, metadata and all, but not the weights the coordinator published.
+  const fs::path v1 = run / "models/model_v000001.safetensors";
+  auto file = core::ReadSafetensorsFile(v1.string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  file->weights.tensors[0].mutable_f32()[0] += 1.0f;
+  ASSERT_TRUE(core::WriteSafetensorsFile(v1.string(), file->weights, file->metadata).ok());
+  Outcome o = Tessera({"models", "show", "--from", run.string(), "--version", "1"});
+  EXPECT_EQ(o.exit_code, 1) << o;
+  EXPECT_EQ(o.err_lines.size(), 1u) << o;
+  EXPECT_THAT(o.err, HasSubstr("model_v000001.safetensors is not the model version 1 that state.db recorded"));
+  Outcome v2 = Tessera({"models", "show", "--from", run.string(), "--version", "2"});
+  EXPECT_EQ(v2.exit_code, 0) << v2;
 }
 
 TEST_F(ModelsCliTest, ARunOfATorchScriptModelNeedsItsFile) {
