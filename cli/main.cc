@@ -3,6 +3,7 @@
 //   tessera coordinator  serve a federated run over gRPC
 //   tessera client       take part in a run with local private data
 //   tessera certs        create the federation's CA and issue mTLS certificates (certs_command.h)
+//   tessera models       list, describe and export a run's model versions (models_command.h)
 // Every failure is one line on stderr and a nonzero exit: 2 for bad usage or configuration,
 // 1 for a run that could not complete.
 #include <malloc.h>
@@ -19,6 +20,7 @@
 
 #include "cli/certs_command.h"
 #include "cli/config.h"
+#include "cli/models_command.h"
 #include "client/client_runtime.h"
 #include "client/data/csv_reader.h"
 #include "client/data/idx_reader.h"
@@ -551,10 +553,12 @@ int main(int argc, char** argv) {
   CoordinatorArgs coord;
   ClientArgs cl;
   CertsArgs certs;
+  ModelsArgs models;
   AddSimulate(app, &sim);
   AddCoordinator(app, &coord);
   AddClient(app, &cl);
   AddCerts(app, &certs);
+  AddModels(app, &models);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -572,6 +576,7 @@ int main(int argc, char** argv) {
     if (auto* s = app.get_subcommand("coordinator"); s->parsed()) return RunCoordinator(s, coord);
     if (auto* s = app.get_subcommand("client"); s->parsed()) return RunClient(s, cl);
     if (auto* s = app.get_subcommand("certs"); s->parsed()) return RunCerts(s, certs);
+    if (auto* s = app.get_subcommand("models"); s->parsed()) return RunModels(s, models);
   } catch (const std::exception& e) {  // a bug: still one line, never a stack trace
     std::cerr << "tessera: internal error: " << e.what() << "\n";
     return kExitFailure;

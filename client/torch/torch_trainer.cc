@@ -1,4 +1,4 @@
-// libtorch lives here and nowhere else. Every entry point runs its libtorch calls inside
+// libtorch lives here (and in torch_export.cc). Every entry point runs its libtorch calls inside
 // RunGuarded(), which turns c10::Error / std::exception into absl::Status.
 //
 // Determinism: training draws no randomness from libtorch (zoo models have no dropout; the
@@ -24,13 +24,16 @@
 #include <string_view>
 #include <utility>
 
+#include "client/torch/torch_internal.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "core/strings.h"
 
 namespace tessera::client::torch {
 
-using NamedState = std::vector<std::pair<std::string, ::torch::Tensor>>;
+using internal::LoadWeights;
+using internal::NamedState;
+using internal::RunGuarded;
 
 // A model the trainer can run, whatever built it. The tensors returned by State() and
 // Parameters() alias the model's own storage: writing into them (in place) changes the model.
@@ -63,32 +66,6 @@ class TorchModel {
 namespace {
 
 constexpr int64_t kEvalBatchSize = 1000;
-
-// ---------------------------------------------------------------------------------------------
-// Error handling at the module boundary.
-
-// libtorch messages can span many lines (TorchScript adds a traceback, whose last line holds
-// the cause): keep the first line and, when different, the last non-empty one.
-std::string Summarize(std::string_view s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.remove_suffix(1);
-  const size_t first_end = s.find('\n');
-  if (first_end == std::string_view::npos) return std::string(s);
-  const size_t last_start = s.rfind('\n') + 1;
-  return core::StrCat(s.substr(0, first_end), " ... ", s.substr(last_start));
-}
-
-// Runs `f` (returning absl::Status or absl::StatusOr<T>); a libtorch exception becomes `code`
-// with `what` and a summary of the exception as the message.
-template <typename F>
-auto RunGuarded(absl::StatusCode code, std::string_view what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const c10::Error& e) {
-    return absl::Status(code, core::StrCat(what, ": ", Summarize(e.what_without_backtrace())));
-  } catch (const std::exception& e) {
-    return absl::Status(code, core::StrCat(what, ": ", Summarize(e.what())));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The zoo (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
@@ -180,14 +157,7 @@ class ZooModel final : public TorchModel {
 class ScriptModel final : public TorchModel {
  public:
   explicit ScriptModel(::torch::jit::Module module) : module_(std::move(module)) {
-    NamedState params, buffers;
-    for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
-      params.emplace_back(p.name, p.value);
-    }
-    for (const auto& b : module_.named_buffers(/*recurse=*/true)) {
-      buffers.emplace_back(b.name, b.value);
-    }
-    CacheState(std::move(params), std::move(buffers));
+    CacheState(internal::ScriptState(module_), {});
   }
   ::torch::Tensor Forward(const ::torch::Tensor& x) override {
     return module_.forward({x}).toTensor();
@@ -265,21 +235,12 @@ std::unique_ptr<ZooModel> BuildZoo(const ModelSpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<TorchModel>> LoadScript(const std::string& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) {
-    return absl::NotFoundError(core::StrCat("TorchScript model '", path, "' does not exist"));
-  }
-  if (!std::filesystem::is_regular_file(status)) {
-    return absl::InvalidArgumentError(
-        core::StrCat("TorchScript model '", path, "' is not a regular file"));
-  }
-  return RunGuarded(
-      absl::StatusCode::kInvalidArgument,
-      core::StrCat("cannot load TorchScript model '", path, "'"),
-      [&]() -> absl::StatusOr<std::unique_ptr<TorchModel>> {
-        return std::make_unique<ScriptModel>(::torch::jit::load(path, ::torch::kCPU));
-      });
+  TESSERA_ASSIGN_OR_RETURN(::torch::jit::Module module, internal::LoadScriptModule(path));
+  return RunGuarded(absl::StatusCode::kInvalidArgument,
+                    core::StrCat("cannot read the state of TorchScript model '", path, "'"),
+                    [&]() -> absl::StatusOr<std::unique_ptr<TorchModel>> {
+                      return std::make_unique<ScriptModel>(std::move(module));
+                    });
 }
 
 // Runs one zero example through the model (eval mode, no grad): the output must be float
@@ -366,50 +327,7 @@ absl::StatusOr<core::ModelWeights> StateToWeights(const NamedState& state) {
   return weights;
 }
 
-// ModelWeights::CheckSameLayout's checks and messages, against the model's live state (so no
-// model-sized layout copy is kept per trainer).
-absl::Status CheckLayout(const core::ModelWeights& weights, const NamedState& state) {
-  if (weights.tensors.size() != state.size()) {
-    return absl::InvalidArgumentError(
-        core::StrCat("expected ", state.size(), " tensors, got ", weights.tensors.size()));
-  }
-  for (size_t i = 0; i < state.size(); ++i) {
-    const core::NamedTensor& a = weights.tensors[i];
-    const auto& [name, t] = state[i];
-    if (a.name() != name) {
-      return absl::InvalidArgumentError(
-          core::StrCat("tensor ", i, " is '", a.name(), "', expected '", name, "'"));
-    }
-    TESSERA_ASSIGN_OR_RETURN(core::DType dtype, ToCoreDType(t.scalar_type(), name));
-    if (a.dtype() != dtype) {
-      return absl::InvalidArgumentError(
-          core::StrCat("tensor '", a.name(), "' has dtype ", core::DTypeName(a.dtype()),
-                       ", expected ", core::DTypeName(dtype)));
-    }
-    const std::vector<int64_t> shape = t.sizes().vec();
-    if (a.shape() != shape) {
-      return absl::InvalidArgumentError(
-          core::StrCat("tensor '", a.name(), "' has shape ", core::ShapeString(a.shape()),
-                       ", expected ", core::ShapeString(shape)));
-    }
-  }
-  return absl::OkStatus();
-}
 
-// Copies `weights` into the model's state in place. May throw (callers run it guarded).
-absl::Status LoadWeights(const core::ModelWeights& weights, const NamedState& state) {
-  TESSERA_RETURN_IF_ERROR(CheckLayout(weights, state));
-  ::torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < state.size(); ++i) {
-    const core::NamedTensor& src = weights.tensors[i];
-    ::torch::Tensor dst = state[i].second;
-    const ::torch::Tensor view = ::torch::from_blob(
-        const_cast<uint8_t*>(src.bytes().data()), src.shape(),
-        ::torch::TensorOptions().dtype(ToTorchDType(src.dtype())));
-    dst.copy_(view);
-  }
-  return absl::OkStatus();
-}
 
 absl::Status CheckView(const DatasetView& view, std::string_view which, const ModelSpec& spec) {
   if (view.empty()) return absl::OkStatus();
@@ -452,6 +370,87 @@ std::vector<int64_t> BatchShape(int64_t batch, const std::vector<int64_t>& input
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Shared with torch_export.cc (torch_internal.h).
+
+namespace internal {
+
+std::string Summarize(std::string_view s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.remove_suffix(1);
+  const size_t first_end = s.find('\n');
+  if (first_end == std::string_view::npos) return std::string(s);
+  const size_t last_start = s.rfind('\n') + 1;
+  return core::StrCat(s.substr(0, first_end), " ... ", s.substr(last_start));
+}
+
+NamedState ScriptState(const ::torch::jit::Module& module) {
+  NamedState state;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) state.emplace_back(p.name, p.value);
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) state.emplace_back(b.name, b.value);
+  return state;
+}
+
+absl::StatusOr<::torch::jit::Module> LoadScriptModule(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) {
+    return absl::NotFoundError(core::StrCat("TorchScript model '", path, "' does not exist"));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        core::StrCat("TorchScript model '", path, "' is not a regular file"));
+  }
+  return RunGuarded(absl::StatusCode::kInvalidArgument,
+                    core::StrCat("cannot load TorchScript model '", path, "'"),
+                    [&]() -> absl::StatusOr<::torch::jit::Module> {
+                      return ::torch::jit::load(path, ::torch::kCPU);
+                    });
+}
+
+absl::Status CheckLayout(const core::ModelWeights& weights, const NamedState& state) {
+  if (weights.tensors.size() != state.size()) {
+    return absl::InvalidArgumentError(
+        core::StrCat("expected ", state.size(), " tensors, got ", weights.tensors.size()));
+  }
+  for (size_t i = 0; i < state.size(); ++i) {
+    const core::NamedTensor& a = weights.tensors[i];
+    const auto& [name, t] = state[i];
+    if (a.name() != name) {
+      return absl::InvalidArgumentError(
+          core::StrCat("tensor ", i, " is '", a.name(), "', expected '", name, "'"));
+    }
+    TESSERA_ASSIGN_OR_RETURN(core::DType dtype, ToCoreDType(t.scalar_type(), name));
+    if (a.dtype() != dtype) {
+      return absl::InvalidArgumentError(
+          core::StrCat("tensor '", a.name(), "' has dtype ", core::DTypeName(a.dtype()),
+                       ", expected ", core::DTypeName(dtype)));
+    }
+    const std::vector<int64_t> shape = t.sizes().vec();
+    if (a.shape() != shape) {
+      return absl::InvalidArgumentError(
+          core::StrCat("tensor '", a.name(), "' has shape ", core::ShapeString(a.shape()),
+                       ", expected ", core::ShapeString(shape)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadWeights(const core::ModelWeights& weights, const NamedState& state) {
+  TESSERA_RETURN_IF_ERROR(CheckLayout(weights, state));
+  ::torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < state.size(); ++i) {
+    const core::NamedTensor& src = weights.tensors[i];
+    ::torch::Tensor dst = state[i].second;
+    const ::torch::Tensor view = ::torch::from_blob(
+        const_cast<uint8_t*>(src.bytes().data()), src.shape(),
+        ::torch::TensorOptions().dtype(ToTorchDType(src.dtype())));
+    dst.copy_(view);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
 
 // ---------------------------------------------------------------------------------------------
 // Public API.
@@ -650,6 +649,34 @@ absl::StatusOr<core::Metrics> TorchTrainer::EvaluateImpl(const core::ModelWeight
       {"accuracy", static_cast<double>(correct) / static_cast<double>(n)},
       {"num_examples", static_cast<double>(n)},
   };
+}
+
+absl::StatusOr<std::vector<float>> TorchTrainer::Predict(const core::ModelWeights& weights,
+                                                         std::span<const float> inputs) {
+  const int64_t numel = Numel(spec_.input_shape);
+  const int64_t n = static_cast<int64_t>(inputs.size()) / numel;
+  if (n < 1 || static_cast<int64_t>(inputs.size()) != n * numel) {
+    return absl::InvalidArgumentError(core::StrCat("Predict takes a positive multiple of ", numel,
+                                                   " input values, got ", inputs.size()));
+  }
+  return RunGuarded(absl::StatusCode::kInternal, "prediction failed",
+                    [&]() -> absl::StatusOr<std::vector<float>> {
+                      at::init_num_threads();
+                      TESSERA_RETURN_IF_ERROR(LoadWeights(weights, model_->State()));
+                      model_->SetTraining(false);
+                      ::torch::NoGradGuard no_grad;
+                      std::vector<float> out(static_cast<size_t>(n * spec_.num_classes));
+                      for (int64_t start = 0; start < n; start += kEvalBatchSize) {
+                        const int64_t len = std::min(kEvalBatchSize, n - start);
+                        const ::torch::Tensor x = ::torch::from_blob(
+                            const_cast<float*>(inputs.data() + start * numel),
+                            BatchShape(len, spec_.input_shape), ::torch::kFloat32);
+                        const ::torch::Tensor logits = model_->Forward(x).contiguous();
+                        std::memcpy(out.data() + start * spec_.num_classes, logits.data_ptr<float>(),
+                                    static_cast<size_t>(logits.numel()) * sizeof(float));
+                      }
+                      return out;
+                    });
 }
 
 void ConfigureTorchThreads(int intra_op_threads) {

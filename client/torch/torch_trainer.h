@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,12 @@ class TorchTrainer final : public client::Trainer {
   absl::StatusOr<TrainOutput> TrainToward(const core::ModelWeights& start, const core::ModelWeights& anchor,
                                           const core::TrainConfig& config) override;
   absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& weights) override;
+
+  // Logits [n, num_classes], row-major, of the model with `weights` for `inputs`: n >= 1
+  // examples of spec().input_shape, already preprocessed like the training data. Eval mode, no
+  // grad, batches of 1000. INVALID_ARGUMENT for weights of another layout or an input size that
+  // is not a positive multiple of the example size; INTERNAL if libtorch fails.
+  absl::StatusOr<std::vector<float>> Predict(const core::ModelWeights& weights, std::span<const float> inputs);
 
   const ModelSpec& spec() const { return spec_; }
   // Number of elements of the model's state (parameters and buffers).

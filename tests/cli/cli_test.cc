@@ -1,7 +1,7 @@
 // The `tessera` binary as a user meets it: every mistake is one line on stderr and exit code 2 (bad usage or
 // configuration) or 1 (a run that could not complete), never a stack trace or a help dump; a TOML config file
 // sets flags and the command line wins over it; a small simulation writes metrics.jsonl and summary.json; and
-// each file in examples/ is accepted by its subcommand.
+// each file in examples/ is accepted by its subcommand; `tessera models` lists, shows and exports a run's versions.
 //
 // Each test runs the real binary in a child process, bounded in time, on loopback only. Runs that train use a
 // tiny federation (4 clients, 1-2 rounds, logreg) and take about a second; tests that need Fashion-MNIST skip
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -20,10 +21,15 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "coordinator/model_store.h"
+#include "coordinator/state_store.h"
+#include "core/safetensors.h"
+#include "core/sha256.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
@@ -721,5 +727,299 @@ TEST_F(CliTest, ImpossibleSecureAggregationParametersAreRefusedUpFront) {
   EXPECT_THAT(o.err, HasSubstr("threshold 3"));
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// tessera models: list, show and export the versions a run wrote. The fixtures are written by the
+// coordinator's own ModelStore (and StateStore for state.db), so the files are those of a real run.
+
+class ModelsCliTest : public CliTest {
+ protected:
+  // A logreg run of three versions (0 initial, 1 and 2 from rounds 1 and 2) in `out/models`, with
+  // a state.db when `with_state_db`.
+  // Small deterministic weights for the layers `layers` (name, out, in): "name.weight", "name.bias".
+  static core::ModelWeights Dense(const std::vector<std::tuple<std::string, int64_t, int64_t>>& layers) {
+    core::ModelWeights weights;
+    for (const auto& [name, outputs, inputs] : layers) {
+      std::vector<float> w(static_cast<size_t>(outputs * inputs)), b(static_cast<size_t>(outputs));
+      for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * static_cast<float>(i % 13) - 0.006f;
+      for (size_t i = 0; i < b.size(); ++i) b[i] = 0.1f * static_cast<float>(i);
+      weights.tensors.push_back(core::NamedTensor::FromFloats(name + ".weight", {outputs, inputs}, w));
+      weights.tensors.push_back(core::NamedTensor::FromFloats(name + ".bias", {outputs}, b));
+    }
+    return weights;
+  }
+
+  fs::path WriteRun(const std::string& name, bool with_state_db,
+                    core::ModelWeights weights = Dense({{"fc", 10, 784}})) {
+    const fs::path out = fs::path(tmp_.path()) / name;
+    fs::create_directories(out);
+    auto store = coordinator::ModelStore::Create((out / "models").string(), weights, "run-models");
+    EXPECT_TRUE(store.ok()) << store.status();
+    std::unique_ptr<coordinator::StateStore> db;
+    if (with_state_db) {
+      auto opened = coordinator::StateStore::Open({(out / "state.db").string(), "run-models", false});
+      EXPECT_TRUE(opened.ok()) << opened.status();
+      db = *std::move(opened);
+      EXPECT_TRUE(db->SaveInitialVersion((*store)->Current()->sha256).ok());
+    }
+    for (core::RoundNumber round = 1; round <= 2; ++round) {
+      weights.tensors[1].mutable_f32()[0] += 1.0f;
+      const core::Metrics metrics = {{"accuracy", 0.5 + 0.125 * static_cast<double>(round)}, {"loss", 0.25}};
+      EXPECT_TRUE((*store)->Publish(weights, round, metrics).ok());
+      if (!db) continue;
+      coordinator::PersistedRound open;
+      open.round = round;
+      open.opened_at = absl::FromUnixSeconds(1795370400 + 60 * static_cast<int64_t>(round));
+      open.deadline = open.opened_at + absl::Minutes(5);
+      open.model_version = round - 1;
+      EXPECT_TRUE(db->RoundOpened(open).ok());
+      coordinator::RoundSummary summary;
+      summary.round = round;
+      summary.sampled = 4;
+      summary.reported = static_cast<int>(round) + 2;
+      summary.model_version = round;
+      summary.server_metrics = metrics;
+      summary.client_metrics = {{"train_loss", 0.5}};
+      summary.duration = absl::Seconds(2);
+      EXPECT_TRUE(db->RoundClosed(summary, (*store)->Current()->sha256, "").ok());
+    }
+    return out;
+  }
+
+  static std::string FileSha256(const fs::path& path) { return core::HexEncode(core::Sha256Digest(Slurp(path))); }
+
+  static bool PythonHasTorch() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
+};
+
+TEST_F(ModelsCliTest, ListReadsTheFilesMetadataWithoutStateDb) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/false);
+  Outcome o = Tessera({"models", "list", "--from", run.string()});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  const auto lines = Lines(o.out);
+  ASSERT_EQ(lines.size(), 5u) << o;  // the source, the header, three versions
+  EXPECT_THAT(lines[0], HasSubstr("3 model versions (the files' metadata)"));
+  EXPECT_THAT(lines[1], AllOf(HasSubstr("version"), HasSubstr("round"), HasSubstr("parent"), HasSubstr("sha256")));
+  // version 2: round 2, parent 1, contributing clients unknown without the database.
+  EXPECT_THAT(lines[4], StartsWith("      2      2  "));
+  EXPECT_THAT(lines[4], HasSubstr("     1       -  " + FileSha256(run / "models/model_v000002.safetensors")));
+  EXPECT_THAT(lines[4], HasSubstr("accuracy=0.75 loss=0.25"));
+  EXPECT_THAT(lines[2], HasSubstr("     -       -  "));  // version 0 has no parent
+}
+
+TEST_F(ModelsCliTest, ListTakesRoundsClientsAndTimesFromStateDb) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/true);
+  // Given the models/ directory itself, the database beside it is found too.
+  Outcome o = Tessera({"models", "list", "--from", (run / "models").string()});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  const auto lines = Lines(o.out);
+  ASSERT_EQ(lines.size(), 5u) << o;
+  EXPECT_THAT(lines[0], HasSubstr("(state.db)"));
+  // Round 2 opened at 18:02:00 and took 2 s; 4 clients reported.
+  EXPECT_THAT(lines[4], StartsWith("      2      2  2026-11-22T18:02:02Z      1       4  "));
+  EXPECT_THAT(lines[4], HasSubstr("accuracy=0.75 clients.train_loss=0.5 loss=0.25"));
+  EXPECT_THAT(lines[3], HasSubstr("Z      0       3  "));
+  // Reading leaves no -wal or -shm behind (a read-only connection could not remove them).
+  EXPECT_FALSE(fs::exists(run / "state.db-wal"));
+  EXPECT_FALSE(fs::exists(run / "state.db-shm"));
+}
+
+TEST_F(ModelsCliTest, ShowPrintsTheLatestVersionsCard) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/true);
+  Outcome o = Tessera({"models", "show", "--from", run.string()});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  const json card = json::parse(o.out, nullptr, false);
+  ASSERT_TRUE(card.is_object()) << o;
+  EXPECT_EQ(card["format"], "tessera.model_card/1");
+  EXPECT_EQ(card["architecture"], "logreg");
+  EXPECT_EQ(card["input"]["shape"], json::array({1, 28, 28}));
+  EXPECT_EQ(card["output"]["num_classes"], 10);
+  EXPECT_EQ(card["class_labels"][0], "T-shirt/top");
+  EXPECT_EQ(card["class_labels"][9], "Ankle boot");
+  EXPECT_EQ(card["preprocessing"]["scale"], 1.0 / 255.0);
+  EXPECT_EQ(card["preprocessing"]["mean"], 0.2860);
+  EXPECT_EQ(card["preprocessing"]["stddev"], 0.3530);
+  EXPECT_EQ(card["preprocessing"]["in_module"], false);
+  EXPECT_EQ(card["run_id"], "run-models");
+  EXPECT_EQ(card["version"], 2);
+  EXPECT_EQ(card["round"], 2);
+  EXPECT_EQ(card["parent_version"], 1);
+  EXPECT_EQ(card["contributing_clients"], 4);
+  EXPECT_EQ(card["metrics"]["accuracy"], 0.75);
+  EXPECT_EQ(card["created_at"], "2026-11-22T18:02:02Z");
+  EXPECT_EQ(card["weights"]["file"], "model_v000002.safetensors");
+  EXPECT_EQ(card["weights"]["sha256"], FileSha256(run / "models/model_v000002.safetensors"));
+  EXPECT_EQ(card["weights"]["num_parameters"], 7850);
+  EXPECT_EQ(card["framework_version"], "0.1.0");
+  EXPECT_TRUE(card["export"].is_null());
+
+  Outcome first = Tessera({"models", "show", "--from", run.string(), "--version", "0"});
+  ASSERT_EQ(first.exit_code, 0) << first;
+  const json card0 = json::parse(first.out, nullptr, false);
+  EXPECT_EQ(card0["version"], 0);
+  EXPECT_TRUE(card0["parent_version"].is_null());
+  EXPECT_TRUE(card0["contributing_clients"].is_null());
+}
+
+TEST_F(ModelsCliTest, ExportSafetensorsCopiesTheVersionWithItsCard) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/false);
+  const std::string out = tmp_.Join("v1.safetensors");
+  Outcome o = Tessera({"models", "export", "--from", run.string(), "--version", "1", "--format", "safetensors",
+                       "--out", out});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  EXPECT_EQ(Slurp(out), Slurp(run / "models/model_v000001.safetensors"));
+  const json card = ReadJson(out + ".card.json");
+  ASSERT_TRUE(card.is_object());
+  EXPECT_EQ(card["version"], 1);
+  EXPECT_EQ(card["export"]["format"], "safetensors");
+  EXPECT_EQ(card["export"]["file"], "v1.safetensors");
+  EXPECT_EQ(card["export"]["sha256"], FileSha256(out));
+  EXPECT_EQ(card["preprocessing"]["in_module"], false);  // safetensors holds weights only
+}
+
+TEST_F(ModelsCliTest, ExportTorchScriptRunsInPythonOnRawPixels) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/true);
+  const std::string out = tmp_.Join("model.pt");
+  Outcome o = Tessera({"models", "export", "--from", run.string(), "--format", "torchscript", "--out", out}, 120s);
+  ASSERT_EQ(o.exit_code, 0) << o;
+  EXPECT_THAT(o.out, HasSubstr("version 2 (round 2) as torchscript"));
+  const json card = ReadJson(out + ".card.json");
+  ASSERT_TRUE(card.is_object());
+  EXPECT_EQ(card["export"]["format"], "torchscript");
+  EXPECT_EQ(card["export"]["sha256"], FileSha256(out));
+  EXPECT_EQ(card["preprocessing"]["in_module"], true);
+  if (!PythonHasTorch()) GTEST_SKIP() << "/usr/bin/python3 cannot import torch: the module was not run";
+  // A black image: inputs (0 - mean) / stddev everywhere, so the logits are bias + sum(w) * that.
+  const std::string script = WriteConfig("check.py", R"(import sys, torch
+m = torch.jit.load(sys.argv[1])
+y = m(torch.zeros(2, 1, 28, 28))
+print(tuple(y.shape), round(m.input_mean, 4), round(m.input_stddev, 4))
+)");
+  const std::string log = tmp_.Join("python.out");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " " + out + " >" + log + " 2>&1").c_str()), 0) << Slurp(log);
+  EXPECT_EQ(Slurp(log), "(2, 10) 0.286 0.353\n");
+}
+
+TEST_F(ModelsCliTest, BadInputIsOneLineAndExitOne) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/false);
+  auto expect_failure = [&](const std::vector<std::string>& args, const std::string& message) {
+    Outcome o = Tessera(args);
+    EXPECT_EQ(o.exit_code, 1) << o;
+    EXPECT_EQ(o.err_lines.size(), 1u) << o;
+    EXPECT_THAT(o.err, HasSubstr(message)) << o;
+    EXPECT_EQ(o.out, "") << o;
+  };
+  expect_failure({"models", "list", "--from", tmp_.Join("nowhere")}, "no directory");
+  expect_failure({"models", "show", "--from", run.string(), "--version", "9"}, "no model version 9");
+  expect_failure({"models", "show", "--from", run.string(), "--model", "cnn"}, "not of a cnn");
+  fs::create_directories(tmp_.Join("empty"));
+  expect_failure({"models", "list", "--from", tmp_.Join("empty")}, "no model versions");
+
+  // A damaged file: a truncated version, then one whose metadata names another version.
+  const fs::path v1 = run / "models/model_v000001.safetensors";
+  const std::string bytes = Slurp(v1);
+  std::ofstream(v1, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  expect_failure({"models", "show", "--from", run.string(), "--version", "1"}, "model_v000001.safetensors is damaged");
+  expect_failure({"models", "list", "--from", run.string()}, "is damaged");
+  fs::copy_file(run / "models/model_v000002.safetensors", v1, fs::copy_options::overwrite_existing);
+  expect_failure({"models", "export", "--from", run.string(), "--version", "1", "--out", tmp_.Join("x.pt")},
+                 "says it holds version '2'");
+  EXPECT_FALSE(fs::exists(tmp_.Join("x.pt")));
+
+  // A state.db that is not a database.
+  std::ofstream(run / "state.db") << "not a database";
+  expect_failure({"models", "list", "--from", run.string()}, "state.db is not a readable Tessera state database");
+}
+
+TEST_F(ModelsCliTest, AFileOfOtherWeightsThanStateDbRecordedIsDamaged) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/true);
+  // A well-formed version 1, metadata and all, but not the weights the coordinator published.
+  const fs::path v1 = run / "models/model_v000001.safetensors";
+  auto file = core::ReadSafetensorsFile(v1.string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  file->weights.tensors[0].mutable_f32()[0] += 1.0f;
+  ASSERT_TRUE(core::WriteSafetensorsFile(v1.string(), file->weights, file->metadata).ok());
+  Outcome o = Tessera({"models", "show", "--from", run.string(), "--version", "1"});
+  EXPECT_EQ(o.exit_code, 1) << o;
+  EXPECT_EQ(o.err_lines.size(), 1u) << o;
+  EXPECT_THAT(o.err, HasSubstr("model_v000001.safetensors is not the model version 1 that state.db recorded"));
+  Outcome v2 = Tessera({"models", "show", "--from", run.string(), "--version", "2"});
+  EXPECT_EQ(v2.exit_code, 0) << v2;
+}
+
+TEST_F(ModelsCliTest, ARunOfATorchScriptModelNeedsItsFile) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/false);
+  std::ofstream(run / "summary.json") << R"({"config": {"model": "/elsewhere/model.pt"}})";
+  Outcome o = Tessera({"models", "show", "--from", run.string()});
+  EXPECT_EQ(o.exit_code, 1) << o;
+  EXPECT_THAT(o.err, HasSubstr("give its file with --model"));
+}
+
+TEST_F(ModelsCliTest, ExportsATorchScriptArchitectureGivenItsFile) {
+  // The weights of tests/data/tiny_mlp_scripted.pt (784-16-10): not a zoo model.
+  const fs::path run = WriteRun("run", /*with_state_db=*/false, Dense({{"fc1", 16, 784}, {"fc2", 10, 16}}));
+  Outcome guess = Tessera({"models", "show", "--from", run.string()});
+  EXPECT_EQ(guess.exit_code, 1) << guess;
+  EXPECT_THAT(guess.err, HasSubstr("not those of a zoo model"));
+
+  const std::string tiny = TESSERA_SOURCE_DIR "/tests/data/tiny_mlp_scripted.pt";
+  const std::string out = tmp_.Join("tiny.pt");
+  Outcome o = Tessera({"models", "export", "--from", run.string(), "--model", tiny, "--out", out}, 120s);
+  ASSERT_EQ(o.exit_code, 0) << o;
+  const json card = ReadJson(out + ".card.json");
+  ASSERT_TRUE(card.is_object());
+  EXPECT_EQ(card["architecture"], "tiny_mlp_scripted.pt");
+  EXPECT_EQ(card["weights"]["num_parameters"], 12730);
+  EXPECT_EQ(card["preprocessing"]["in_module"], true);
+  EXPECT_EQ(card["export"]["sha256"], FileSha256(out));
+}
+
+TEST_F(ModelsCliTest, BadUsageIsExitTwo) {
+  const fs::path run = WriteRun("run", /*with_state_db=*/false);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"models"},
+           {"models", "list"},
+           {"models", "export", "--from", run.string()},
+           {"models", "export", "--from", run.string(), "--out", "x", "--format", "onnx"},
+           {"models", "show", "--from", run.string(), "--version", "-1"},
+           {"models", "show", "--from", run.string(), "--dataset", "mnist"},
+           {"models", "show", "--from", run.string(), "--input-shape", "1,x"}}) {
+    Outcome o = Tessera(args);
+    EXPECT_EQ(o.exit_code, 2) << o;
+    EXPECT_EQ(o.err_lines.size(), 1u) << o;
+  }
+}
+
+TEST_F(ModelsCliTest, ASimulatedRunExportsAModelThatPythonRuns) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const fs::path out = tmp_.Join("sim");
+  Outcome sim = TinySimulate({"--output", out.string()});
+  ASSERT_EQ(sim.exit_code, 0) << sim;
+  Outcome list = Tessera({"models", "list", "--from", out.string()});
+  ASSERT_EQ(list.exit_code, 0) << list;
+  EXPECT_EQ(Lines(list.out).size(), 4u) << list;  // versions 0 and 1
+  Outcome exp = Tessera({"models", "export", "--from", out.string(), "--out", tmp_.Join("sim.pt")}, 120s);
+  ASSERT_EQ(exp.exit_code, 0) << exp;
+  const json card = ReadJson(tmp_.Join("sim.pt.card.json"));
+  EXPECT_EQ(card["architecture"], "logreg");
+  EXPECT_EQ(card["version"], 1);
+  EXPECT_EQ(card["dataset"], "fashion-mnist");
+  if (!PythonHasTorch()) GTEST_SKIP() << "/usr/bin/python3 cannot import torch: the module was not run";
+  // Python alone, on the raw test images: one round of logreg is far above chance (0.1).
+  const std::string script = WriteConfig("accuracy.py", R"(import gzip, sys, torch
+d = sys.argv[2] + "/"
+x = torch.frombuffer(bytearray(gzip.open(d + "t10k-images-idx3-ubyte.gz").read()[16:]), dtype=torch.uint8)
+y = torch.frombuffer(bytearray(gzip.open(d + "t10k-labels-idx1-ubyte.gz").read()[8:]), dtype=torch.uint8)
+with torch.no_grad():
+    p = torch.jit.load(sys.argv[1])(x.reshape(-1, 1, 28, 28).float()).argmax(1)
+print((p == y.long()).float().mean().item())
+)");
+  const std::string log = tmp_.Join("accuracy.out");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " " + tmp_.Join("sim.pt") + " " + kFashionMnist + " >" +
+                         log + " 2>&1")
+                            .c_str()),
+            0)
+      << Slurp(log);
+  EXPECT_GT(std::stod(Slurp(log)), 0.6) << Slurp(log);
+}
 }  // namespace
 }  // namespace tessera::cli

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -152,6 +153,34 @@ void ExpectLearnsBlocks(const std::string& architecture, double lr,
 
 TEST_F(TorchTrainerTest, LogRegLearnsSeparableData) {
   ExpectLearnsBlocks("logreg", 0.1, train_data_, eval_data_);
+}
+
+// Predict is the trainer's own forward pass: its argmax reproduces Evaluate's accuracy, whatever
+// the batching (1000 per batch, the last one smaller).
+TEST_F(TorchTrainerTest, PredictAgreesWithEvaluate) {
+  auto eval = BlockDataset(1010, 5);
+  auto trainer = TorchTrainer::Create(Spec("mlp"), DatasetView::All(train_data_), DatasetView::All(eval));
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto initial = InitialWeights(Spec("mlp"), 3);
+  ASSERT_TRUE(initial.ok());
+  auto trained = (*trainer)->Train(*initial, Config(2, 0.1, 11));
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  auto metrics = (*trainer)->Evaluate(trained->weights);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  auto logits = (*trainer)->Predict(trained->weights, eval->features);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  ASSERT_EQ(logits->size(), static_cast<size_t>(1010 * kClasses));
+  int correct = 0;
+  for (int i = 0; i < 1010; ++i) {
+    const float* row = logits->data() + static_cast<size_t>(i) * kClasses;
+    correct += std::max_element(row, row + kClasses) - row == eval->labels[i];
+  }
+  EXPECT_DOUBLE_EQ(correct / 1010.0, metrics->at("accuracy"));
+
+  const std::span<const float> one_and_a_bit(eval->features.data(), kPixels + 1);
+  EXPECT_EQ((*trainer)->Predict(trained->weights, one_and_a_bit).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*trainer)->Predict(trained->weights, {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(TorchTrainerTest, MlpLearnsSeparableData) {
