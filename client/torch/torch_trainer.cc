@@ -31,6 +31,7 @@
 
 namespace tessera::client::torch {
 
+using internal::CheckLayout;
 using internal::LoadWeights;
 using internal::NamedState;
 using internal::RunGuarded;
