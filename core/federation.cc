@@ -30,4 +30,26 @@ bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name) {
   return false;
 }
 
+ModelWeights SharedTensors(const ModelWeights& weights, const PersonalizationSpec& spec) {
+  ModelWeights out;
+  for (const NamedTensor& t : weights.tensors) {
+    if (!IsPrivateTensor(spec, t.name())) out.tensors.push_back(t);
+  }
+  return out;
+}
+
+ModelWeights MergeTensors(ModelWeights base, const ModelWeights& update) {
+  for (NamedTensor& t : base.tensors) {
+    if (const NamedTensor* u = update.Find(t.name()); u != nullptr) t = *u;
+  }
+  return base;
+}
+
+std::vector<std::string> LastLayerPrefix(const ModelWeights& weights) {
+  if (weights.tensors.empty()) return {};
+  const std::string& last = weights.tensors.back().name();
+  const size_t dot = last.rfind('.');
+  return {dot == std::string::npos ? last : last.substr(0, dot + 1)};
+}
+
 }  // namespace tessera::core

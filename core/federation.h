@@ -46,6 +46,13 @@ absl::StatusOr<PersonalizationMode> ParsePersonalizationMode(std::string_view na
 std::string_view PersonalizationModeName(PersonalizationMode mode);
 // Whether tensor `name` is private under `spec` (fedper only).
 bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name);
+// The tensors of `weights` that are federated under `spec` (all of them unless fedper).
+ModelWeights SharedTensors(const ModelWeights& weights, const PersonalizationSpec& spec);
+// `base` with every tensor that `update` has (by name) taken from `update`.
+ModelWeights MergeTensors(ModelWeights base, const ModelWeights& update);
+// fedper's default private layers: the model's last layer (the prefix of its last tensor,
+// e.g. "fc3." for fc3.weight / fc3.bias).
+std::vector<std::string> LastLayerPrefix(const ModelWeights& weights);
 
 // What a client does locally in a round.
 struct TrainConfig {
