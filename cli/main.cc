@@ -250,6 +250,8 @@ struct CoordinatorArgs {
   bool insecure = false;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string allow_list, revoked;  // client-id files (certs_command.h)
+  int max_concurrent_uploads = 16;
+  int64_t upload_memory_mb = 0;     // 0: from the model's size
   PrivacyArgs privacy;
 };
 
@@ -286,6 +288,13 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--tls-client-ca", a->tls_client_ca, "CA (PEM) whose certificates clients must present (mTLS)");
   sub->add_option("--allow-list", a->allow_list, "Only the client ids in this file may take part (one per line, # comments)");
   sub->add_option("--revoked", a->revoked, "Client ids refused (one per line); ids added while running are revoked at once");
+  sub->add_option("--max-concurrent-uploads", a->max_concurrent_uploads,
+                  "Upload streams served at once; more are shed with a retry-after hint")
+      ->capture_default_str();
+  sub->add_option("--upload-memory-mb", a->upload_memory_mb,
+                  "MiB buffered for uploads in flight and partial uploads kept for a resume "
+                  "(0: room for the concurrent uploads plus 8 partial ones of the model's size)")
+      ->capture_default_str();
   AddPrivacy(sub, &a->privacy);
 }
 
@@ -308,6 +317,12 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   }
   if (a.rounds < 1 || a.min_clients < 1 || a.min_results < 1 || !(a.round_timeout > 0) || !(a.linger >= 0)) {
     return Fail(cmd, absl::InvalidArgumentError("--rounds, --min-clients, --min-results and --round-timeout must be positive"));
+  }
+  if (a.max_concurrent_uploads < 1 || a.max_concurrent_uploads > 100000) {
+    return Fail(cmd, absl::InvalidArgumentError("--max-concurrent-uploads must be in [1, 100000]"));
+  }
+  if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
+    return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
   }
   auto shape = ParseShape(a.input_shape);
   if (!shape.ok()) return Fail(cmd, shape.status());
@@ -370,7 +385,16 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   if (!coord.ok()) return Fail(cmd, coord.status());
 
   coordinator::ServerTlsOptions tls{a.insecure, a.tls_cert, a.tls_key, a.tls_client_ca};
-  auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls);
+  coordinator::ServiceOptions service;
+  service.uploads.max_concurrent = a.max_concurrent_uploads;
+  service.uploads.memory_bytes = static_cast<uint64_t>(a.upload_memory_mb) << 20;
+  if (auto limits = coordinator::ResolveUploadLimits(service, (*coord)->global_model()->serialized.size()); !limits.ok()) {
+    return Fail(cmd, absl::InvalidArgumentError(StrCat("--upload-memory-mb: ", limits.status().message())));
+  } else {
+    core::Logger("coordinator")->info("uploads: at most {} at once, {} MiB buffered", limits->max_concurrent,
+                                      limits->memory_bytes >> 20);
+  }
+  auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls, service);
   if (!server.ok()) return Fail(cmd, server.status());
   std::printf("tessera coordinator: run '%s' listening on port %d (%s)\n", opts.round.run_id.c_str(),
               (*server)->port(), a.insecure ? "plaintext" : (a.tls_client_ca.empty() ? "TLS" : "mutual TLS"));

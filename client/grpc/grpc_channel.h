@@ -1,6 +1,8 @@
 // GrpcCoordinatorChannel: a CoordinatorChannel over gRPC, with a deadline on every RPC and
 // retries with exponential backoff and jitter for transient failures. Downloads resume from the
-// last byte received. Thread-safe.
+// last byte received; uploads from the last byte the coordinator kept (QueryUpload). A call the
+// coordinator sheds for load waits at least the retry-after time it named (plus jitter), and
+// such waits do not count as attempts (RetryPolicy::max_shed_wait bounds them). Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -50,6 +52,8 @@ class GrpcCoordinatorChannel final : public CoordinatorChannel {
   GrpcCoordinatorChannel(std::shared_ptr<grpc::Channel> channel, ChannelOptions options, std::string target);
   // Runs `attempt` until it succeeds, fails for good, or the policy's attempts run out.
   absl::Status WithRetry(const char* what, const std::function<absl::Status()>& attempt);
+  // How many bytes of `upload` the coordinator holds for a resume (0 from one that cannot resume).
+  absl::StatusOr<uint64_t> HeldOfUpload(const v1::UploadHeader& upload);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;

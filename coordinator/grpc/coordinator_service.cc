@@ -4,6 +4,7 @@
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "core/proto_convert.h"
+#include "core/status.h"
 #include "core/strings.h"
 #include "security/secagg/wire.h"
 
@@ -16,8 +17,20 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes) {
+  UploadLimits limits = options.uploads;
+  const uint64_t largest = model_bytes + options.upload_slack_bytes;
+  if (limits.max_concurrent < 1) return absl::InvalidArgumentError("the cap on concurrent uploads must be at least 1");
+  if (limits.memory_bytes == 0) limits.memory_bytes = (static_cast<uint64_t>(limits.max_concurrent) + 8) * largest;
+  if (limits.memory_bytes < largest) {
+    return absl::InvalidArgumentError(StrCat("the upload memory cap of ", limits.memory_bytes,
+                                             " bytes cannot hold one upload of the model (", largest, " bytes)"));
+  }
+  return limits;
+}
+
 CoordinatorService::CoordinatorService(Coordinator* coordinator, ServiceOptions options)
-    : coordinator_(coordinator), options_(options) {}
+    : coordinator_(coordinator), options_(options), uploads_(options.uploads, core::RealClock::Get()) {}
 
 absl::StatusOr<core::ClientId> CoordinatorService::PeerClientId(const grpc::CallbackServerContext& ctx,
                                                                  const std::string& claimed) {
@@ -154,7 +167,9 @@ grpc::ServerWriteReactor<v1::ModelChunk>* CoordinatorService::DownloadModel(grpc
   return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes);
 }
 
-// Reads a header, then the serialized model in order; submits the result when the stream ends.
+// Reads a header, then the serialized model in order (from the header's offset: the bytes before
+// it come from the partial upload the service kept); submits the result when the stream ends. A
+// stream that ends short is kept as a partial upload for a resume.
 class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
  public:
   UploadReactor(CoordinatorService* service, grpc::CallbackServerContext* ctx, v1::UploadResponse* resp)
@@ -173,7 +188,10 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     }
     StartRead(&msg_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    Settle({}, absl::ZeroDuration());  // normally settled before Finish
+    delete this;
+  }
 
  private:
   absl::Status OnHeader() {
@@ -187,9 +205,19 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     client_ = *id;
     const uint64_t limit =
         service_->coordinator_->global_model()->serialized.size() + service_->options_.upload_slack_bytes;
-    auto assembler = core::ChunkAssembler::Begin(header_.total_bytes(), header_.sha256(), limit);
-    if (!assembler.ok()) return assembler.status();
-    assembler_.emplace(*std::move(assembler));
+    TESSERA_RETURN_IF_ERROR(core::ChunkAssembler::CheckDeclared(header_.total_bytes(), header_.sha256(), limit));
+    key_ = UploadKey{header_.ref().task_id(), header_.total_bytes(), header_.sha256()};
+    Shed shed;
+    auto held = service_->uploads_.Admit(client_, key_, header_.offset(), &shed);
+    if (absl::IsUnavailable(held.status())) {
+      ctx_->AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(absl::ToInt64Milliseconds(shed.retry_after)));
+    }
+    if (!held.ok()) return held.status();
+    admitted_ = true;
+    started_ = absl::Now();
+    TESSERA_ASSIGN_OR_RETURN(auto assembler, core::ChunkAssembler::Resume(header_.total_bytes(), header_.sha256(),
+                                                                         limit, *std::move(held)));
+    assembler_.emplace(std::move(assembler));
     return absl::OkStatus();
   }
   absl::Status OnData() {
@@ -201,12 +229,22 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
       Fail(absl::InvalidArgumentError("empty upload"));
       return;
     }
+    if (assembler_->received() < assembler_->total()) {
+      // Broken off (or cut short): keep what arrived, so that the client resumes from there.
+      const uint64_t received = assembler_->received();
+      Settle(std::move(*assembler_).TakeReceived(), absl::ZeroDuration());
+      Fail(absl::DataLossError(StrCat("transfer truncated: ", received, " of ", key_.total_bytes,
+                                      " bytes (kept: resume from there)")));
+      return;
+    }
     auto blob = std::move(*assembler_).Finish();
+    assembler_.reset();
     if (!blob.ok()) {
       Fail(blob.status());
       return;
     }
     auto weights = core::ParseModel(*blob);
+    blob->clear();
     if (!weights.ok()) {
       Fail(weights.status());
       return;
@@ -217,6 +255,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     result.metrics.insert(header_.metrics().begin(), header_.metrics().end());
     result.weights = *std::move(weights);
     auto ack = service_->coordinator_->SubmitResult(client_, std::move(result));
+    Settle({}, absl::Now() - started_);
     if (!ack.ok()) {
       Fail(ack.status());
       return;
@@ -225,8 +264,19 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     resp_->set_accepted_round(ack->accepted_round);
     Finish(grpc::Status::OK);
   }
+  // Gives the stream's reservation back (once), keeping `partial` for a resume when non-empty.
+  void Settle(std::string partial, absl::Duration took) {
+    if (!admitted_) return;
+    admitted_ = false;
+    service_->uploads_.Release(client_, key_, std::move(partial), took);
+  }
   void Fail(const absl::Status& s) {
-    core::Logger("coordinator")->warn("upload from '{}' refused: {}", client_.value, std::string(s.message()));
+    Settle({}, absl::ZeroDuration());
+    if (absl::IsUnavailable(s)) {
+      core::Logger("coordinator")->debug("upload from '{}' shed: {}", client_.value, std::string(s.message()));
+    } else {
+      core::Logger("coordinator")->warn("upload from '{}' refused: {}", client_.value, std::string(s.message()));
+    }
     Finish(ToGrpcStatus(s));
   }
 
@@ -235,14 +285,27 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
   v1::UploadResponse* resp_;
   v1::UploadChunk msg_;
   bool header_seen_ = false;
+  bool admitted_ = false;
+  absl::Time started_;
   v1::UploadHeader header_;
   core::ClientId client_;
+  UploadKey key_;
   std::optional<core::ChunkAssembler> assembler_;
 };
 
 grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc::CallbackServerContext* ctx,
                                                                           v1::UploadResponse* resp) {
   return new UploadReactor(this, ctx, resp);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::QueryUpload(grpc::CallbackServerContext* ctx,
+                                                          const v1::QueryUploadRequest* req,
+                                                          v1::QueryUploadResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = PeerClientId(*ctx, req->client_id());
+  if (id.ok()) resp->set_received(uploads_.Held(*id, UploadKey{req->ref().task_id(), req->total_bytes(), req->sha256()}));
+  reactor->Finish(ToGrpcStatus(id.status()));
+  return reactor;
 }
 
 // Reads a SecAgg+ stage request (header, then chunks), hands it to the coordinator and answers
@@ -363,6 +426,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
     }
     creds = grpc::SslServerCredentials(ssl);
   }
+  TESSERA_ASSIGN_OR_RETURN(options.uploads,
+                           ResolveUploadLimits(options, coordinator->global_model()->serialized.size()));
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->coordinator_ = coordinator;
   server->service_ = std::make_unique<CoordinatorService>(coordinator, options);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "coordinator/coordinator.h"
+#include "coordinator/grpc/upload_buffers.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 
 namespace tessera::coordinator {
@@ -19,11 +20,21 @@ struct ServiceOptions {
   size_t chunk_bytes = size_t{1} << 20;
   // An upload may exceed the global model's serialized size by at most this much.
   uint64_t upload_slack_bytes = uint64_t{1} << 20;
+  // Caps on concurrent upload streams and on bytes buffered for uploads (in flight and partial);
+  // heartbeats, polls, registration and downloads do not count against them.
+  UploadLimits uploads;
 };
+
+// The upload caps the service applies: options.uploads, where memory_bytes = 0 becomes room for
+// max_concurrent streams plus 8 partial uploads of the largest accepted upload (the model's
+// serialized size plus the slack). INVALID_ARGUMENT for max_concurrent < 1 or a memory cap that
+// cannot hold one such upload (no upload could ever get in).
+absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes);
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
-  // `coordinator` is borrowed and must outlive the service.
+  // `coordinator` is borrowed and must outlive the service. `options.uploads` must have passed
+  // ResolveUploadLimits (CoordinatorServer::Start does it).
   CoordinatorService(Coordinator* coordinator, ServiceOptions options = {});
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
@@ -38,6 +49,11 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                                          v1::UploadResponse* resp) override;
   grpc::ServerReadReactor<v1::SecAggChunk>* SecAggStep(grpc::CallbackServerContext* ctx,
                                                        v1::SecAggStepResponse* resp) override;
+  // Bytes held of an interrupted upload of the calling client (never another's).
+  grpc::ServerUnaryReactor* QueryUpload(grpc::CallbackServerContext* ctx, const v1::QueryUploadRequest* req,
+                                        v1::QueryUploadResponse* resp) override;
+
+  UploadBuffers::Stats upload_stats() const { return uploads_.stats(); }
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
   // certificate's identity (PERMISSION_DENIED otherwise).
@@ -49,6 +65,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   class SecAggReactor;
   Coordinator* coordinator_;
   ServiceOptions options_;
+  UploadBuffers uploads_;
 };
 
 // TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).
@@ -68,6 +85,7 @@ class CoordinatorServer {
                                                                   ServiceOptions options = {});
   ~CoordinatorServer();
   int port() const { return port_; }
+  const CoordinatorService& service() const { return *service_; }
   void Shutdown();
 
  private:
