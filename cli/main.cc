@@ -3,6 +3,7 @@
 //   tessera coordinator  serve a federated run over gRPC
 //   tessera client       take part in a run with local private data
 //   tessera certs        create the federation's CA and issue mTLS certificates (certs_command.h)
+//   tessera loadgen      load-test a coordinator it starts on loopback (loadgen_command.h)
 // Every failure is one line on stderr and a nonzero exit: 2 for bad usage or configuration,
 // 1 for a run that could not complete.
 #include <malloc.h>
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "cli/certs_command.h"
+#include "cli/loadgen_command.h"
 #include "cli/config.h"
 #include "client/client_runtime.h"
 #include "client/data/csv_reader.h"
@@ -251,6 +253,7 @@ struct CoordinatorArgs {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string allow_list, revoked;  // client-id files (certs_command.h)
   int max_concurrent_uploads = 16;
+  int max_concurrent_downloads = 64;
   int64_t upload_memory_mb = 0;     // 0: from the model's size
   PrivacyArgs privacy;
 };
@@ -291,6 +294,9 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--max-concurrent-uploads", a->max_concurrent_uploads,
                   "Upload streams served at once; more are shed with a retry-after hint")
       ->capture_default_str();
+  sub->add_option("--max-concurrent-downloads", a->max_concurrent_downloads,
+                  "Model downloads served at once (each buffers ~2 MiB); more are refused with a retry-after hint")
+      ->capture_default_str();
   sub->add_option("--upload-memory-mb", a->upload_memory_mb,
                   "MiB buffered for uploads in flight and partial uploads kept for a resume "
                   "(0: room for the concurrent uploads plus 8 partial ones of the model's size)")
@@ -320,6 +326,9 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   }
   if (a.max_concurrent_uploads < 1 || a.max_concurrent_uploads > 100000) {
     return Fail(cmd, absl::InvalidArgumentError("--max-concurrent-uploads must be in [1, 100000]"));
+  }
+  if (a.max_concurrent_downloads < 1 || a.max_concurrent_downloads > 100000) {
+    return Fail(cmd, absl::InvalidArgumentError("--max-concurrent-downloads must be in [1, 100000]"));
   }
   if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
     return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
@@ -387,6 +396,7 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   coordinator::ServerTlsOptions tls{a.insecure, a.tls_cert, a.tls_key, a.tls_client_ca};
   coordinator::ServiceOptions service;
   service.uploads.max_concurrent = a.max_concurrent_uploads;
+  service.max_concurrent_downloads = a.max_concurrent_downloads;
   service.uploads.memory_bytes = static_cast<uint64_t>(a.upload_memory_mb) << 20;
   if (auto limits = coordinator::ResolveUploadLimits(service, (*coord)->global_model()->serialized.size()); !limits.ok()) {
     return Fail(cmd, absl::InvalidArgumentError(StrCat("--upload-memory-mb: ", limits.status().message())));
@@ -555,6 +565,8 @@ int main(int argc, char** argv) {
   AddCoordinator(app, &coord);
   AddClient(app, &cl);
   AddCerts(app, &certs);
+  LoadgenArgs loadgen;
+  AddLoadgen(app, &loadgen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -572,6 +584,9 @@ int main(int argc, char** argv) {
     if (auto* s = app.get_subcommand("coordinator"); s->parsed()) return RunCoordinator(s, coord);
     if (auto* s = app.get_subcommand("client"); s->parsed()) return RunClient(s, cl);
     if (auto* s = app.get_subcommand("certs"); s->parsed()) return RunCerts(s, certs);
+    if (auto* s = app.get_subcommand("loadgen"); s->parsed()) {
+      return RunLoadgen(s, loadgen, std::filesystem::read_symlink("/proc/self/exe").string());
+    }
   } catch (const std::exception& e) {  // a bug: still one line, never a stack trace
     std::cerr << "tessera: internal error: " << e.what() << "\n";
     return kExitFailure;

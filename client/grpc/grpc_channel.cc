@@ -20,8 +20,9 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-// The call's status, with the coordinator's retry-after hint (trailing metadata) when it sent one.
-absl::Status FromGrpc(const grpc::Status& s, const grpc::ClientContext& ctx) {
+}  // namespace
+
+absl::Status StatusFromCall(const grpc::Status& s, const grpc::ClientContext& ctx) {
   absl::Status status = FromGrpc(s);
   if (status.ok()) return status;
   const auto& trailers = ctx.GetServerTrailingMetadata();
@@ -33,24 +34,29 @@ absl::Status FromGrpc(const grpc::Status& s, const grpc::ClientContext& ctx) {
   return status;
 }
 
+namespace {
+
 void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
 // Streams `header`, then `blob` from byte `from` on in chunks of at most `chunk_bytes` (in the
 // `data` field of the reused `chunk` message), and returns the call's status (with its
-// retry-after hint). Stops writing once the stream breaks.
+// retry-after hint). With `await_admission`, sends the bytes only once the server answered the
+// header with its initial metadata (a refused upload then costs no bytes). Stops writing once
+// the stream breaks.
 template <typename Writer, typename Chunk>
 absl::Status WriteChunked(grpc::ClientContext& ctx, Writer& writer, const Chunk& header, const std::string& blob,
-                          uint64_t from, size_t chunk_bytes, Chunk& chunk) {
+                          uint64_t from, size_t chunk_bytes, Chunk& chunk, bool await_admission) {
   bool ok = writer.Write(header);
+  if (ok && await_admission) writer.WaitForInitialMetadata();
   for (const auto& range : core::SplitIntoChunks(blob.size() - from, chunk_bytes)) {
     if (!ok) break;
     chunk.set_data(blob.data() + from + range.offset, range.size);
     ok = writer.Write(chunk);
   }
   writer.WritesDone();
-  return FromGrpc(writer.Finish(), ctx);
+  return StatusFromCall(writer.Finish(), ctx);
 }
 
 }  // namespace
@@ -180,7 +186,7 @@ absl::StatusOr<core::ModelWeights> GrpcCoordinatorChannel::DownloadModel(const c
         return a;
       }
     }
-    return FromGrpc(reader->Finish());
+    return StatusFromCall(reader->Finish(), ctx);  // a shed download comes back after the hint
   });
   if (!s.ok()) return s;
   auto blob = std::move(*assembler).Finish();
@@ -215,7 +221,8 @@ absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core:
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.transfer_timeout);
     auto writer = stub_->UploadResult(&ctx, &resp);
-    absl::Status st = WriteChunked(ctx, *writer, header, blob, offset, options_.chunk_bytes, chunk);
+    absl::Status st = WriteChunked(ctx, *writer, header, blob, offset, options_.chunk_bytes, chunk,
+                                   /*await_admission=*/true);
     if (absl::IsOutOfRange(st) && offset > 0) {
       // The partial upload expired or was evicted since the query: the next attempt starts over.
       return absl::AbortedError(core::StrCat("the coordinator no longer holds the upload's first ", offset,
@@ -260,7 +267,8 @@ absl::StatusOr<security::secagg::StageReply> GrpcCoordinatorChannel::SecAggStep(
     grpc::ClientContext ctx;
     SetDeadline(ctx, max_wait + options_.transfer_timeout);
     auto writer = stub_->SecAggStep(&ctx, &resp);
-    absl::Status st = WriteChunked(ctx, *writer, header, blob, 0, options_.chunk_bytes, chunk);
+    absl::Status st = WriteChunked(ctx, *writer, header, blob, 0, options_.chunk_bytes, chunk,
+                                   /*await_admission=*/false);
     // "Stage still open" is the caller's to repeat (it paces it), not a transport failure.
     if (absl::IsUnavailable(st) && st.message().find("still open") != absl::string_view::npos) {
       return absl::FailedPreconditionError(std::string(st.message()));

@@ -32,6 +32,10 @@ struct ChannelOptions {
   uint64_t max_model_bytes = uint64_t{1} << 31;
 };
 
+// A finished call's status as absl::Status, carrying the coordinator's retry-after hint (its
+// trailing metadata, client/retry.h RetryAfter) when it sent one.
+absl::Status StatusFromCall(const grpc::Status& status, const grpc::ClientContext& ctx);
+
 class GrpcCoordinatorChannel final : public CoordinatorChannel {
  public:
   static absl::StatusOr<std::unique_ptr<GrpcCoordinatorChannel>> Create(const std::string& target,

@@ -20,7 +20,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes) {
   UploadLimits limits = options.uploads;
   const uint64_t largest = model_bytes + options.upload_slack_bytes;
-  if (limits.max_concurrent < 1) return absl::InvalidArgumentError("the cap on concurrent uploads must be at least 1");
+  if (limits.max_concurrent < 1 || options.max_concurrent_downloads < 1) {
+    return absl::InvalidArgumentError("the caps on concurrent uploads and downloads must be at least 1");
+  }
   if (limits.memory_bytes == 0) limits.memory_bytes = (static_cast<uint64_t>(limits.max_concurrent) + 8) * largest;
   if (limits.memory_bytes < largest) {
     return absl::InvalidArgumentError(StrCat("the upload memory cap of ", limits.memory_bytes,
@@ -30,7 +32,10 @@ absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, 
 }
 
 CoordinatorService::CoordinatorService(Coordinator* coordinator, ServiceOptions options)
-    : coordinator_(coordinator), options_(options), uploads_(options.uploads, core::RealClock::Get()) {}
+    : coordinator_(coordinator),
+      options_(options),
+      uploads_(options.uploads, core::RealClock::Get()),
+      downloads_("downloads", options.max_concurrent_downloads, options.uploads.hints, core::RealClock::Get()) {}
 
 absl::StatusOr<core::ClientId> CoordinatorService::PeerClientId(const grpc::CallbackServerContext& ctx,
                                                                  const std::string& claimed) {
@@ -105,10 +110,16 @@ grpc::ServerUnaryReactor* CoordinatorService::PullTask(grpc::CallbackServerConte
 
 namespace {
 
+// A shed call's hint to the client (tessera.proto, UploadResult).
+void AddRetryAfter(grpc::CallbackServerContext& ctx, absl::Duration retry_after) {
+  ctx.AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(absl::ToInt64Milliseconds(retry_after)));
+}
+
+// Streams the model from `offset`; holds a place in `gate` until done.
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
  public:
-  DownloadReactor(std::shared_ptr<const ModelBlob> blob, uint64_t offset, size_t chunk_bytes)
-      : blob_(std::move(blob)), offset_(offset), chunk_bytes_(chunk_bytes) {
+  DownloadReactor(std::shared_ptr<const ModelBlob> blob, uint64_t offset, size_t chunk_bytes, StreamGate* gate)
+      : blob_(std::move(blob)), offset_(offset), chunk_bytes_(chunk_bytes), gate_(gate), started_(absl::Now()) {
     NextWrite();
   }
   void OnWriteDone(bool ok) override {
@@ -118,12 +129,16 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
     }
     NextWrite();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    gate_->Leave(complete_ ? absl::Now() - started_ : absl::ZeroDuration());
+    delete this;
+  }
 
  private:
   void NextWrite() {
     const uint64_t total = blob_->serialized.size();
     if (offset_ >= total && (offset_ > 0 || sent_any_)) {
+      complete_ = true;
       Finish(grpc::Status::OK);
       return;
     }
@@ -140,7 +155,10 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
   std::shared_ptr<const ModelBlob> blob_;
   uint64_t offset_;
   size_t chunk_bytes_;
+  StreamGate* gate_;
+  absl::Time started_;
   bool sent_any_ = false;
+  bool complete_ = false;
   v1::ModelChunk chunk_;
 };
 
@@ -164,7 +182,12 @@ grpc::ServerWriteReactor<v1::ModelChunk>* CoordinatorService::DownloadModel(grpc
   if (req->offset() > (*blob)->serialized.size()) {
     return FailedDownload(absl::OutOfRangeError("download offset beyond the end of the model"));
   }
-  return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes);
+  absl::Duration retry_after;
+  if (absl::Status in = downloads_.Enter(*id, &retry_after); !in.ok()) {
+    AddRetryAfter(*ctx, retry_after);
+    return FailedDownload(in);
+  }
+  return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes, &downloads_);
 }
 
 // Reads a header, then the serialized model in order (from the header's offset: the bytes before
@@ -207,14 +230,13 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
         service_->coordinator_->global_model()->serialized.size() + service_->options_.upload_slack_bytes;
     TESSERA_RETURN_IF_ERROR(core::ChunkAssembler::CheckDeclared(header_.total_bytes(), header_.sha256(), limit));
     key_ = UploadKey{header_.ref().task_id(), header_.total_bytes(), header_.sha256()};
-    Shed shed;
-    auto held = service_->uploads_.Admit(client_, key_, header_.offset(), &shed);
-    if (absl::IsUnavailable(held.status())) {
-      ctx_->AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(absl::ToInt64Milliseconds(shed.retry_after)));
-    }
+    absl::Duration retry_after;
+    auto held = service_->uploads_.Admit(client_, key_, header_.offset(), &retry_after);
+    if (absl::IsUnavailable(held.status())) AddRetryAfter(*ctx_, retry_after);
     if (!held.ok()) return held.status();
     admitted_ = true;
     started_ = absl::Now();
+    StartSendInitialMetadata();  // "admitted": the client sends its bytes only after this
     TESSERA_ASSIGN_OR_RETURN(auto assembler, core::ChunkAssembler::Resume(header_.total_bytes(), header_.sha256(),
                                                                          limit, *std::move(held)));
     assembler_.emplace(std::move(assembler));

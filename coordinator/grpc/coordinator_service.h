@@ -21,14 +21,17 @@ struct ServiceOptions {
   // An upload may exceed the global model's serialized size by at most this much.
   uint64_t upload_slack_bytes = uint64_t{1} << 20;
   // Caps on concurrent upload streams and on bytes buffered for uploads (in flight and partial);
-  // heartbeats, polls, registration and downloads do not count against them.
+  // heartbeats, polls and registration do not count against them.
   UploadLimits uploads;
+  // A download holds a chunk or two in gRPC's buffers while it streams: this many at once, the
+  // others are refused like shed uploads (UNAVAILABLE, retry-after hint). Memory ~2 chunks each.
+  int max_concurrent_downloads = 64;
 };
 
 // The upload caps the service applies: options.uploads, where memory_bytes = 0 becomes room for
 // max_concurrent streams plus 8 partial uploads of the largest accepted upload (the model's
-// serialized size plus the slack). INVALID_ARGUMENT for max_concurrent < 1 or a memory cap that
-// cannot hold one such upload (no upload could ever get in).
+// serialized size plus the slack). INVALID_ARGUMENT for max_concurrent (or downloads) < 1 or a
+// memory cap that cannot hold one such upload (no upload could ever get in).
 absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes);
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
@@ -54,6 +57,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                         v1::QueryUploadResponse* resp) override;
 
   UploadBuffers::Stats upload_stats() const { return uploads_.stats(); }
+  const StreamGate& download_gate() const { return downloads_; }
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
   // certificate's identity (PERMISSION_DENIED otherwise).
@@ -66,6 +70,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   Coordinator* coordinator_;
   ServiceOptions options_;
   UploadBuffers uploads_;
+  StreamGate downloads_;
 };
 
 // TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).

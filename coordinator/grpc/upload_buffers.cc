@@ -9,7 +9,7 @@ namespace tessera::coordinator {
 using core::StrCat;
 
 UploadBuffers::UploadBuffers(UploadLimits limits, const core::Clock* clock)
-    : limits_(limits), clock_(clock), upload_time_(limits.initial_upload_time) {}
+    : limits_(limits), clock_(clock), queue_(limits.max_concurrent, limits.hints) {}
 
 uint64_t UploadBuffers::Held(const core::ClientId& client, const UploadKey& key) {
   std::lock_guard lock(mu_);
@@ -20,7 +20,7 @@ uint64_t UploadBuffers::Held(const core::ClientId& client, const UploadKey& key)
 }
 
 absl::StatusOr<std::string> UploadBuffers::Admit(const core::ClientId& client, const UploadKey& key,
-                                                 uint64_t offset, Shed* shed) {
+                                                 uint64_t offset, absl::Duration* retry_after) {
   if (offset > key.total_bytes) {
     return absl::InvalidArgumentError(
         StrCat("upload offset ", offset, " is beyond the declared size of ", key.total_bytes, " bytes"));
@@ -41,13 +41,11 @@ absl::StatusOr<std::string> UploadBuffers::Admit(const core::ClientId& client, c
   const bool over_bytes = !over_streams && !MakeRoomLocked(key.total_bytes, &client);
   if (over_streams || over_bytes) {
     ++shed_;
-    const absl::Duration wait = RetryAfterLocked(client, now);
-    if (shed != nullptr) shed->retry_after = wait;
-    return absl::UnavailableError(StrCat("coordinator busy (", in_flight_, " uploads in flight, ",
-                                         waiting_.size(), " clients waiting): retry after ",
-                                         absl::ToInt64Milliseconds(wait), " ms"));
+    const absl::Duration wait = queue_.Refused(client, now);
+    if (retry_after != nullptr) *retry_after = wait;
+    return Busy("uploads", in_flight_, queue_.waiting(), wait);
   }
-  waiting_.erase(client);
+  queue_.Admitted(client);
   std::string bytes;
   if (it != by_client_.end()) {
     if (matches) bytes = std::move(it->second->bytes);
@@ -66,7 +64,7 @@ void UploadBuffers::Release(const core::ClientId& client, const UploadKey& key, 
   --in_flight_;
   reserved_bytes_ -= key.total_bytes;
   // A stream that ran to its end tells how long an upload takes (for the retry hint).
-  if (took > absl::ZeroDuration()) upload_time_ = (upload_time_ * 7 + took) / 8;
+  if (took > absl::ZeroDuration()) queue_.Completed(took);
   if (partial.empty()) return;
   if (partial.size() >= key.total_bytes) return;  // complete: nothing to resume
   DropPartialLocked(client);
@@ -85,10 +83,7 @@ void UploadBuffers::ExpireLocked(absl::Time now) {
   while (!partials_.empty() && now - partials_.front().stored >= limits_.partial_ttl) {
     DropPartialLocked(partials_.front().client);
   }
-  // A waiting client that did not come back within the longest hint left the queue.
-  for (auto w = waiting_.begin(); w != waiting_.end();) {
-    w = now - w->second > 2 * limits_.max_retry_after ? waiting_.erase(w) : std::next(w);
-  }
+  queue_.Expire(now);
 }
 
 bool UploadBuffers::MakeRoomLocked(uint64_t bytes, const core::ClientId* spare) {
@@ -110,13 +105,6 @@ void UploadBuffers::DropPartialLocked(const core::ClientId& client) {
   partial_bytes_ -= it->second->bytes.size();
   partials_.erase(it->second);
   by_client_.erase(it);
-}
-
-absl::Duration UploadBuffers::RetryAfterLocked(const core::ClientId& client, absl::Time now) {
-  waiting_.emplace(client, now);
-  // Clients ahead of this one get in max_concurrent at a time, each wave about one upload long.
-  const double waves = 1.0 + static_cast<double>(waiting_.size() - 1) / std::max(1, limits_.max_concurrent);
-  return std::min(limits_.max_retry_after, std::max(absl::Milliseconds(10), upload_time_ * waves));
 }
 
 }  // namespace tessera::coordinator

@@ -10,7 +10,7 @@
 //     an admission or a newer partial needs the room. Keyed by the authenticated client id, so a
 //     client never sees or resumes another's partial upload.
 // Beyond the cap on concurrent streams or on bytes, Admit sheds the upload with UNAVAILABLE and
-// a retry-after hint that grows with the number of clients waiting.
+// a retry-after hint that grows with the number of clients waiting ahead of it (RetryQueue).
 //
 // Thread-safe: one mutex around everything.
 #pragma once
@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/grpc/admission.h"
 #include "core/clock.h"
 #include "core/ids.h"
 
@@ -33,9 +34,8 @@ struct UploadLimits {
   uint64_t memory_bytes = 0;                       // in-flight reservations + partial uploads (0: from the model)
   absl::Duration partial_ttl = absl::Minutes(10);  // a partial upload nobody resumed is dropped
   // The hint for a shed upload: about one upload's time per "wave" of max_concurrent waiting
-  // clients ahead of it, from the measured duration of admitted uploads (this before any).
-  absl::Duration initial_upload_time = absl::Milliseconds(200);
-  absl::Duration max_retry_after = absl::Seconds(30);
+  // clients ahead of it (RetryQueue).
+  AdmissionHints hints;
 };
 
 // Which upload a partial belongs to: a partial resumes only an upload with the same key.
@@ -44,11 +44,6 @@ struct UploadKey {
   uint64_t total_bytes = 0;
   std::string sha256;
   bool operator==(const UploadKey&) const = default;
-};
-
-// The refusal of an overloaded service: UNAVAILABLE, saying the hint in its message too.
-struct Shed {
-  absl::Duration retry_after;
 };
 
 class UploadBuffers {
@@ -63,10 +58,10 @@ class UploadBuffers {
   // key.total_bytes. Returns the first `offset` bytes (taken out of the partial store) for the
   // stream to continue from. Errors: INVALID_ARGUMENT for offset > total_bytes; OUT_OF_RANGE for
   // an offset beyond the bytes held for this key; UNAVAILABLE when over a cap, with the hint in
-  // `*shed` (and in the message). A starting upload (offset 0) drops the client's older partial.
+  // `*retry_after` (and in the message). A starting upload (offset 0) drops the client's older partial.
   // Each success must be matched by one Release.
   absl::StatusOr<std::string> Admit(const core::ClientId& client, const UploadKey& key, uint64_t offset,
-                                    Shed* shed);
+                                    absl::Duration* retry_after);
 
   // Ends an admitted stream: frees its reservation, and keeps `partial` (the bytes received, in
   // order from 0) for a resume when it is non-empty, short of the total, and fits the budget.
@@ -97,7 +92,6 @@ class UploadBuffers {
   // the budget; false if they cannot. Requires mu_.
   bool MakeRoomLocked(uint64_t bytes, const core::ClientId* spare);
   void DropPartialLocked(const core::ClientId& client);  // requires mu_
-  absl::Duration RetryAfterLocked(const core::ClientId& client, absl::Time now);  // requires mu_
 
   const UploadLimits limits_;
   const core::Clock* clock_;
@@ -107,8 +101,7 @@ class UploadBuffers {
   uint64_t partial_bytes_ = 0;                               // GUARDED_BY(mu_)
   PartialList partials_;                                     // GUARDED_BY(mu_)
   std::map<core::ClientId, PartialList::iterator> by_client_;  // GUARDED_BY(mu_)
-  std::map<core::ClientId, absl::Time> waiting_;             // GUARDED_BY(mu_): shed, not yet admitted
-  absl::Duration upload_time_;                               // GUARDED_BY(mu_): moving average
+  RetryQueue queue_;                                         // GUARDED_BY(mu_): shed, not yet admitted
   uint64_t shed_ = 0;                                        // GUARDED_BY(mu_)
   uint64_t resumed_ = 0;                                     // GUARDED_BY(mu_)
 };

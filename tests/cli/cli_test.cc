@@ -259,6 +259,7 @@ TEST_F(CliTest, BadUploadCapsAreRejectedNamingTheFlag) {
   };
   for (const Case& c : {Case{{"--max-concurrent-uploads", "0"}, "--max-concurrent-uploads"},
                         Case{{"--max-concurrent-uploads", "1000001"}, "--max-concurrent-uploads"},
+                        Case{{"--max-concurrent-downloads", "0"}, "--max-concurrent-downloads"},
                         Case{{"--upload-memory-mb", "-1"}, "--upload-memory-mb"},
                         // 1 MiB cannot hold one upload of the 6.65 MB CNN
                         Case{{"--model", "cnn", "--upload-memory-mb", "1"}, "--upload-memory-mb"}}) {

@@ -954,6 +954,7 @@ class FlakyCoordinator final : public v1::Coordinator::CallbackService {
      public:
       Collect(FlakyCoordinator* s, grpc::CallbackServerContext* ctx, v1::UploadResponse* resp)
           : s_(s), ctx_(ctx), resp_(resp) {
+        StartSendInitialMetadata();  // admitted
         StartRead(&msg_);
       }
       void OnReadDone(bool ok) override {
@@ -1373,6 +1374,50 @@ TEST(UploadSheddingTest, OverTheStreamCapAnUploadIsShedWithAHintThenGetsThrough)
   ASSERT_EQ(fed->version(), 1u);
   EXPECT_EQ(Values(*fed->coordinator->global_model()->weights), std::vector<float>(1000, 2.0f));
   EXPECT_EQ(fed->server->service().upload_stats().in_flight, 0);
+}
+
+TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGetsThrough) {
+  FederationOptions fo;
+  fo.service.max_concurrent_downloads = 1;
+  fo.service.chunk_bytes = 64 << 10;
+  // 16 MB in 64 KiB chunks: more than the transport buffers while alice's reader stalls.
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel({{"w", {4000000}}}), fo));
+  auto stub = RawStub(f.fed->address());
+  const coordinator::StreamGate& gate = f.fed->server->service().download_gate();
+
+  // Alice reads one chunk and stalls: her download holds the only place.
+  grpc::ClientContext alice_ctx;
+  SetDeadline(alice_ctx);
+  v1::DownloadModelRequest req;
+  req.set_client_id("alice");
+  core::ToProto(f.alice_task.ref, req.mutable_ref());
+  auto alice = stub->DownloadModel(&alice_ctx, req);
+  v1::ModelChunk chunk;
+  ASSERT_TRUE(alice->Read(&chunk));
+  ASSERT_EQ(gate.in_flight(), 1);
+
+  // Bob's is refused: UNAVAILABLE, with the hint in the trailing metadata.
+  RawDownload refused = Download(*stub, "bob", f.bob_task.ref, 0);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("retry after"));
+  EXPECT_TRUE(refused.data.empty());
+
+  // Bob's channel, without any normal retry, waits as told and gets the model once alice is done.
+  ChannelOptions one_attempt = QuickChannelOptions();
+  one_attempt.retry.max_attempts = 1;
+  ASSERT_OK_AND_ASSIGN(auto bob_channel, Connect(f.fed->address(), one_attempt));
+  absl::StatusOr<core::ModelWeights> bob = absl::UnknownError("not run");
+  std::thread t([&] { bob = bob_channel->DownloadModel(ClientId{"bob"}, f.bob_task); });
+  for (int i = 0; i < 500 && gate.refused() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(gate.refused(), 2u);
+  alice_ctx.TryCancel();
+  while (alice->Read(&chunk)) {
+  }
+  alice->Finish().ok();
+  t.join();
+  ASSERT_OK(bob);
+  ExpectBitExact(*bob, *f.fed->coordinator->global_model()->weights);
+  EXPECT_EQ(gate.in_flight(), 0);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ UploadLimits Limits(int streams, uint64_t bytes) {
   l.max_concurrent = streams;
   l.memory_bytes = bytes;
   l.partial_ttl = absl::Minutes(10);
-  l.initial_upload_time = absl::Milliseconds(100);
+  l.hints.initial_stream_time = absl::Milliseconds(100);
   return l;
 }
 
@@ -94,18 +94,23 @@ TEST(UploadBuffersTest, OverTheStreamCapUploadsAreShedWithAHintThatGrowsWithTheQ
   core::FakeClock clock;
   UploadBuffers b(Limits(1, 1000), &clock);
   ASSERT_OK(b.Admit(kAlice, Key(100), 0, nullptr));
-  Shed first, second;
+  absl::Duration first, second;
   auto s = b.Admit(kBob, Key(100), 0, &first);
   EXPECT_CODE(s, absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("retry after 100 ms"));
   EXPECT_CODE(b.Admit(kCarol, Key(100), 0, &second), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(first.retry_after, absl::Milliseconds(100));
-  EXPECT_EQ(second.retry_after, absl::Milliseconds(200)) << "carol waits behind bob";
+  EXPECT_EQ(first, absl::Milliseconds(100));
+  EXPECT_EQ(second, absl::Milliseconds(200)) << "carol waits behind bob";
   EXPECT_EQ(b.stats().shed, 2u);
+  absl::Duration again;
+  EXPECT_CODE(b.Admit(kCarol, Key(100), 0, &again), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(again, absl::Milliseconds(200)) << "carol keeps her place: not sent to the back";
 
   b.Release(kAlice, Key(100), {}, absl::Milliseconds(100));
   ASSERT_OK(b.Admit(kBob, Key(100), 0, nullptr));
   EXPECT_EQ(b.stats().in_flight, 1);
+  EXPECT_CODE(b.Admit(kCarol, Key(100), 0, &again), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(again, absl::Milliseconds(100)) << "bob got in: carol is next";
 }
 
 TEST(UploadBuffersTest, OverTheByteCapOthersPartialsAreEvictedOldestFirstBeforeShedding) {
@@ -121,9 +126,9 @@ TEST(UploadBuffersTest, OverTheByteCapOthersPartialsAreEvictedOldestFirstBeforeS
   // Now 200 reserved + 90 partial: bob resuming his own 100 fits (his partial becomes his stream).
   ASSERT_OK(b.Admit(kBob, Key(100), 90, nullptr));
   // A fourth upload of 100 bytes does not fit and nothing can be evicted: shed.
-  Shed shed;
+  absl::Duration shed;
   EXPECT_CODE(b.Admit(ClientId{"dave"}, Key(100), 0, &shed), absl::StatusCode::kUnavailable);
-  EXPECT_GT(shed.retry_after, absl::ZeroDuration());
+  EXPECT_GT(shed, absl::ZeroDuration());
   EXPECT_EQ(b.stats().reserved_bytes, 300u);
 }
 
