@@ -166,8 +166,8 @@ class LoadGenerator {
   }
 
   // Waits until every sampled client uploaded (or gave up) and a client heard the run finished,
-  // calling `sample` about every `every` meanwhile.
-  bool WaitRoundDone(absl::Time deadline, absl::Duration every, const std::function<void()>& sample) {
+  // calling `sample` about every `every` meanwhile; gives up when `sample` returns false.
+  bool WaitRoundDone(absl::Time deadline, absl::Duration every, const std::function<bool()>& sample) {
     for (;;) {
       {
         std::unique_lock lock(mu_);
@@ -178,8 +178,7 @@ class LoadGenerator {
           return true;
         }
       }
-      if (absl::Now() >= deadline) return false;
-      sample();
+      if (absl::Now() >= deadline || !sample()) return false;
     }
   }
   // {seconds since the round started (negative before), downloads done, uploads done}.
@@ -782,6 +781,7 @@ int RunLoadgen(CLI::App* sub, LoadgenArgs& a, const std::string& self) {
   gen->set_register_time(absl::Now() - t0);
   const uint64_t rss_registered = ProcStatusBytes(child->pid(), "VmRSS");
   bool round_done = false;
+  uint64_t peak_rss = 0;
   json timeline = json::array();  // [s into the round, coordinator RSS MiB, downloads, uploads]
   if (registered == a.clients) {
     gen->Start();
@@ -789,10 +789,12 @@ int RunLoadgen(CLI::App* sub, LoadgenArgs& a, const std::string& self) {
     round_done = gen->WaitRoundDone(deadline, absl::Seconds(1), [&] {
       std::vector<double> p = gen->Progress();
       timeline.push_back({p[0], static_cast<double>(ProcStatusBytes(pid, "VmRSS") >> 20), p[1], p[2]});
+      peak_rss = std::max(peak_rss, ProcStatusBytes(pid, "VmHWM"));  // also known if it dies later
+      return !child->Wait(std::chrono::milliseconds(0)).has_value();  // the coordinator died: stop
     });
   }
   gen->Stop();
-  const uint64_t peak_rss = ProcStatusBytes(child->pid(), "VmHWM");
+  peak_rss = std::max(peak_rss, ProcStatusBytes(child->pid(), "VmHWM"));
   child->Signal(SIGTERM);
   const std::optional<int> exit_code = child->Wait(std::chrono::milliseconds(60'000));
   if (!gen->WaitIdle(absl::Seconds(30))) {

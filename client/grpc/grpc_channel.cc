@@ -207,22 +207,23 @@ absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core:
   h->set_sha256(core::Sha256Digest(blob));
   v1::UploadResponse resp;
   v1::UploadChunk chunk;
-  bool first = true;
+  bool sent_bytes = false;  // an earlier attempt may have left bytes with the coordinator
   absl::Status s = WithRetry("UploadResult", [&]() -> absl::Status {
-    // A retry resumes from the bytes the coordinator kept of the broken attempt.
+    // A retry resumes from the bytes the coordinator kept of a broken attempt (an attempt shed
+    // at its header sent none: no need to ask).
     uint64_t offset = 0;
-    if (!first) {
+    if (sent_bytes) {
       auto held = HeldOfUpload(*h);
       if (!held.ok()) return held.status();
       offset = *held;
     }
-    first = false;
     h->set_offset(offset);
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.transfer_timeout);
     auto writer = stub_->UploadResult(&ctx, &resp);
     absl::Status st = WriteChunked(ctx, *writer, header, blob, offset, options_.chunk_bytes, chunk,
                                    /*await_admission=*/true);
+    sent_bytes = sent_bytes || !RetryAfter(st).has_value();
     if (absl::IsOutOfRange(st) && offset > 0) {
       // The partial upload expired or was evicted since the query: the next attempt starts over.
       return absl::AbortedError(core::StrCat("the coordinator no longer holds the upload's first ", offset,
