@@ -35,6 +35,15 @@ absl::StatusOr<std::string> UploadBuffers::Admit(const core::ClientId& client, c
     return absl::OutOfRangeError(StrCat("upload offset ", offset, " is beyond the ", held,
                                         " bytes the coordinator holds of this upload; ask QueryUpload"));
   }
+  if (streaming_.contains(client)) {
+    // One stream per client: a retry that overtook its broken predecessor (the coordinator has
+    // not seen that one end yet) comes back once it has, and then resumes from its bytes.
+    ++shed_;
+    const absl::Duration wait = limits_.hints.initial_stream_time;
+    if (retry_after != nullptr) *retry_after = wait;
+    return absl::UnavailableError(StrCat("an upload of this client is still in flight: retry after ",
+                                         absl::ToInt64Milliseconds(wait), " ms"));
+  }
   // The client's own partial stops counting as partial once admitted: it becomes this stream's.
   const bool over_streams = in_flight_ >= limits_.max_concurrent;
   // Partials of others are a cache: evicting them is better than shedding a live upload.
@@ -55,6 +64,7 @@ absl::StatusOr<std::string> UploadBuffers::Admit(const core::ClientId& client, c
   if (offset > 0) ++resumed_;
   ++in_flight_;
   reserved_bytes_ += key.total_bytes;
+  streaming_.insert(client);
   return bytes;
 }
 
@@ -63,6 +73,7 @@ void UploadBuffers::Release(const core::ClientId& client, const UploadKey& key, 
   std::lock_guard lock(mu_);
   --in_flight_;
   reserved_bytes_ -= key.total_bytes;
+  streaming_.erase(client);
   // A stream that ran to its end tells how long an upload takes (for the retry hint).
   if (took > absl::ZeroDuration()) queue_.Completed(took);
   if (partial.empty()) return;

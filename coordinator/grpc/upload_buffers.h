@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <list>
 #include <map>
+#include <set>
 #include <mutex>
 #include <string>
 
@@ -58,7 +59,8 @@ class UploadBuffers {
   // key.total_bytes. Returns the first `offset` bytes (taken out of the partial store) for the
   // stream to continue from. Errors: INVALID_ARGUMENT for offset > total_bytes; OUT_OF_RANGE for
   // an offset beyond the bytes held for this key; UNAVAILABLE when over a cap, with the hint in
-  // `*retry_after` (and in the message). A starting upload (offset 0) drops the client's older partial.
+  // `*retry_after` (and in the message), also while another upload of the same client is in
+  // flight (one stream per client). A starting upload (offset 0) drops the client's older partial.
   // Each success must be matched by one Release.
   absl::StatusOr<std::string> Admit(const core::ClientId& client, const UploadKey& key, uint64_t offset,
                                     absl::Duration* retry_after);
@@ -102,6 +104,7 @@ class UploadBuffers {
   PartialList partials_;                                     // GUARDED_BY(mu_)
   std::map<core::ClientId, PartialList::iterator> by_client_;  // GUARDED_BY(mu_)
   RetryQueue queue_;                                         // GUARDED_BY(mu_): shed, not yet admitted
+  std::set<core::ClientId> streaming_;                       // GUARDED_BY(mu_): clients with a stream in
   uint64_t shed_ = 0;                                        // GUARDED_BY(mu_)
   uint64_t resumed_ = 0;                                     // GUARDED_BY(mu_)
 };

@@ -113,6 +113,19 @@ TEST(UploadBuffersTest, OverTheStreamCapUploadsAreShedWithAHintThatGrowsWithTheQ
   EXPECT_EQ(again, absl::Milliseconds(100)) << "bob got in: carol is next";
 }
 
+TEST(UploadBuffersTest, OneStreamPerClientARetryThatOvertookItsBrokenPredecessorWaits) {
+  core::FakeClock clock;
+  UploadBuffers b(Limits(8, 1000), &clock);
+  ASSERT_OK(b.Admit(kAlice, Key(100), 0, nullptr));
+  absl::Duration hint;
+  EXPECT_CODE(b.Admit(kAlice, Key(100), 0, &hint), absl::StatusCode::kUnavailable);
+  EXPECT_GT(hint, absl::ZeroDuration());
+  // The first stream ends short: its bytes are kept and the retry resumes from them.
+  b.Release(kAlice, Key(100), std::string(30, 'x'), absl::ZeroDuration());
+  ASSERT_OK_AND_ASSIGN(std::string bytes, b.Admit(kAlice, Key(100), 30, nullptr));
+  EXPECT_EQ(bytes.size(), 30u);
+}
+
 TEST(UploadBuffersTest, OverTheByteCapOthersPartialsAreEvictedOldestFirstBeforeShedding) {
   core::FakeClock clock;
   UploadBuffers b(Limits(8, 300), &clock);
