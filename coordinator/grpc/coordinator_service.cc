@@ -1,5 +1,7 @@
 #include "coordinator/grpc/coordinator_service.h"
 
+#include <atomic>
+
 #include "core/chunking.h"
 #include "core/file_io.h"
 #include "core/logging.h"
@@ -236,6 +238,11 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     if (!held.ok()) return held.status();
     admitted_ = true;
     started_ = absl::Now();
+    Touch();
+    {
+      std::lock_guard lock(service_->live_mu_);
+      service_->live_uploads_.insert(this);
+    }
     StartSendInitialMetadata();  // "admitted": the client sends its bytes only after this
     TESSERA_ASSIGN_OR_RETURN(auto assembler, core::ChunkAssembler::Resume(header_.total_bytes(), header_.sha256(),
                                                                          limit, *std::move(held)));
@@ -243,6 +250,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     return absl::OkStatus();
   }
   absl::Status OnData() {
+    Touch();
     if (msg_.part_case() != v1::UploadChunk::kData) return absl::InvalidArgumentError("a second upload header");
     return assembler_->Append(msg_.data());
   }
@@ -290,6 +298,10 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
   void Settle(std::string partial, absl::Duration took) {
     if (!admitted_) return;
     admitted_ = false;
+    {
+      std::lock_guard lock(service_->live_mu_);
+      service_->live_uploads_.erase(this);
+    }
     service_->uploads_.Release(client_, key_, std::move(partial), took);
   }
   void Fail(const absl::Status& s) {
@@ -302,10 +314,20 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     Finish(ToGrpcStatus(s));
   }
 
+  void Touch() { last_read_ms_.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed); }
+
+ public:
+  // Called by CancelStalledUploads under live_mu_, while registered (so the reactor is alive).
+  void CancelIfIdleSince(absl::Time cutoff) {
+    if (absl::FromUnixMillis(last_read_ms_.load(std::memory_order_relaxed)) < cutoff) ctx_->TryCancel();
+  }
+
+ private:
   CoordinatorService* service_;
   grpc::CallbackServerContext* ctx_;
   v1::UploadResponse* resp_;
   v1::UploadChunk msg_;
+  std::atomic<int64_t> last_read_ms_{0};
   bool header_seen_ = false;
   bool admitted_ = false;
   absl::Time started_;
@@ -318,6 +340,15 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
 grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc::CallbackServerContext* ctx,
                                                                           v1::UploadResponse* resp) {
   return new UploadReactor(this, ctx, resp);
+}
+
+void CoordinatorService::CancelStalledUploads() {
+  const absl::Time cutoff = absl::Now() - options_.upload_idle_timeout;
+  std::lock_guard lock(live_mu_);
+  const std::set<UploadReactor*> live = live_uploads_;
+  for (UploadReactor* r : live) {
+    if (live_uploads_.contains(r)) r->CancelIfIdleSince(cutoff);  // not settled meanwhile
+  }
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::QueryUpload(grpc::CallbackServerContext* ctx,
@@ -467,6 +498,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
     while (!s->cv_.wait_for(lock, std::chrono::milliseconds(100), [s] { return s->stopping_; })) {
       lock.unlock();
       s->coordinator_->Tick();
+      s->service_->CancelStalledUploads();
       lock.lock();
     }
   });

@@ -6,6 +6,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "coordinator/coordinator.h"
@@ -26,6 +28,9 @@ struct ServiceOptions {
   // A download holds a chunk or two in gRPC's buffers while it streams: this many at once, the
   // others are refused like shed uploads (UNAVAILABLE, retry-after hint). Memory ~2 chunks each.
   int max_concurrent_downloads = 64;
+  // An admitted upload that receives nothing for this long is cancelled (its bytes are kept for
+  // a resume): a stalled or malicious client cannot hold an upload slot.
+  absl::Duration upload_idle_timeout = absl::Seconds(60);
 };
 
 // The upload caps the service applies: options.uploads, where memory_bytes = 0 becomes room for
@@ -57,6 +62,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                         v1::QueryUploadResponse* resp) override;
 
   UploadBuffers::Stats upload_stats() const { return uploads_.stats(); }
+  // Cancels admitted uploads idle for longer than options.upload_idle_timeout. Thread-safe;
+  // CoordinatorServer's ticker calls it.
+  void CancelStalledUploads();
   const StreamGate& download_gate() const { return downloads_; }
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
@@ -71,6 +79,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   ServiceOptions options_;
   UploadBuffers uploads_;
   StreamGate downloads_;
+  // Recursive: a cancellation may run the reactor's reactions (which unregister) inline.
+  std::recursive_mutex live_mu_;
+  std::set<UploadReactor*> live_uploads_;  // GUARDED_BY(live_mu_): admitted, not yet settled
 };
 
 // TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).

@@ -1420,5 +1420,42 @@ TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGet
   EXPECT_EQ(gate.in_flight(), 0);
 }
 
+TEST(UploadSheddingTest, AStalledUploadLosesItsSlotButKeepsItsBytes) {
+  FederationOptions fo;
+  fo.service.uploads.max_concurrent = 1;
+  fo.service.upload_idle_timeout = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(1000, 0.0f)), fo));
+  auto stub = RawStub(f.fed->address());
+  const std::string blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
+  v1::UploadHeader h;
+  h.set_client_id("alice");
+  core::ToProto(f.alice_task.ref, h.mutable_ref());
+  h.set_num_examples(1);
+  h.set_total_bytes(blob.size());
+  h.set_sha256(core::Sha256Digest(blob));
+  const uint64_t cut = blob.size() / 2;
+  auto stalled = StartUpload(*stub, h, blob.substr(0, cut));  // then nothing more
+
+  // Within a few ticker periods the coordinator cancels it, and keeps its bytes.
+  uint64_t held = 0;
+  for (int i = 0; i < 300 && held != cut; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(QueryUpload(*stub, h, &held).ok());
+  }
+  EXPECT_EQ(held, cut);
+  EXPECT_EQ(f.fed->server->service().upload_stats().in_flight, 0);
+  EXPECT_EQ(stalled->writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // The slot is free for bob, and alice resumes.
+  ASSERT_OK(f.channel->UploadResult(ClientId{"bob"}, ResultFor(f.bob_task, FloatModel(std::vector<float>(1000, 3.0f)), 1)));
+  v1::UploadHeader resumed = h;
+  resumed.set_offset(cut);
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub, {HeaderMsg(resumed), DataMsg(blob.substr(cut))}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(f.fed->version(), 1u);
+  EXPECT_EQ(Values(*f.fed->coordinator->global_model()->weights), std::vector<float>(1000, 2.0f));
+}
+
 }  // namespace
 }  // namespace tessera
