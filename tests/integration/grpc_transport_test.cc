@@ -1149,6 +1149,17 @@ grpc::Status QueryUpload(v1::Coordinator::Stub& stub, const v1::UploadHeader& h,
   return s;
 }
 
+// A valid header for `client`'s upload of `blob` (one example) for the task `ref`.
+v1::UploadHeader HeaderFor(const std::string& client, const core::RoundRef& ref, const std::string& blob) {
+  v1::UploadHeader h;
+  h.set_client_id(client);
+  core::ToProto(ref, h.mutable_ref());
+  h.set_num_examples(1);
+  h.set_total_bytes(blob.size());
+  h.set_sha256(core::Sha256Digest(blob));
+  return h;
+}
+
 // An upload stream left open (the caller decides how it ends).
 struct OpenUpload {
   grpc::ClientContext ctx;
@@ -1174,11 +1185,7 @@ class UploadResumeTest : public ::testing::Test {
     alice_task_ = f.alice_task;
     bob_task_ = f.bob_task;
     blob_ = core::SerializeModel(FloatModel(std::vector<float>(200000, 1.0f)));
-    header_.set_client_id("alice");
-    core::ToProto(alice_task_.ref, header_.mutable_ref());
-    header_.set_num_examples(1);
-    header_.set_total_bytes(blob_.size());
-    header_.set_sha256(core::Sha256Digest(blob_));
+    header_ = HeaderFor("alice", alice_task_.ref, blob_);
     stub_ = RawStub(fed_->address());
   }
 
@@ -1319,12 +1326,7 @@ TEST(UploadSheddingTest, OverTheStreamCapAnUploadIsShedWithAHintThenGetsThrough)
 
   // Alice's upload holds the only slot: header and half of her bytes, the rest later.
   const std::string alice_blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
-  v1::UploadHeader ah;
-  ah.set_client_id("alice");
-  core::ToProto(f.alice_task.ref, ah.mutable_ref());
-  ah.set_num_examples(1);
-  ah.set_total_bytes(alice_blob.size());
-  ah.set_sha256(core::Sha256Digest(alice_blob));
+  const v1::UploadHeader ah = HeaderFor("alice", f.alice_task.ref, alice_blob);
   auto alice = StartUpload(*stub, ah, alice_blob.substr(0, alice_blob.size() / 2));
   for (int i = 0; i < 200 && fed->server->service().upload_stats().in_flight == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -1333,10 +1335,7 @@ TEST(UploadSheddingTest, OverTheStreamCapAnUploadIsShedWithAHintThenGetsThrough)
 
   // Bob's raw upload is shed at its header: UNAVAILABLE, the hint in metadata and message.
   const std::string bob_blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 3.0f)));
-  v1::UploadHeader bh = ah;
-  bh.set_client_id("bob");
-  core::ToProto(f.bob_task.ref, bh.mutable_ref());
-  bh.set_sha256(core::Sha256Digest(bob_blob));
+  const v1::UploadHeader bh = HeaderFor("bob", f.bob_task.ref, bob_blob);
   {
     grpc::ClientContext ctx;
     SetDeadline(ctx);
@@ -1427,12 +1426,7 @@ TEST(UploadSheddingTest, AStalledUploadLosesItsSlotButKeepsItsBytes) {
   ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(1000, 0.0f)), fo));
   auto stub = RawStub(f.fed->address());
   const std::string blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
-  v1::UploadHeader h;
-  h.set_client_id("alice");
-  core::ToProto(f.alice_task.ref, h.mutable_ref());
-  h.set_num_examples(1);
-  h.set_total_bytes(blob.size());
-  h.set_sha256(core::Sha256Digest(blob));
+  const v1::UploadHeader h = HeaderFor("alice", f.alice_task.ref, blob);
   const uint64_t cut = blob.size() / 2;
   auto stalled = StartUpload(*stub, h, blob.substr(0, cut));  // then nothing more
 
