@@ -117,14 +117,24 @@ void AddRetryAfter(grpc::CallbackServerContext& ctx, absl::Duration retry_after)
   ctx.AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(absl::ToInt64Milliseconds(retry_after)));
 }
 
-// Streams the model from `offset`; holds a place in `gate` until done.
+// Streams the model from `offset`; holds a place in `gate` until done, and is watched by
+// `stalls` meanwhile.
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
  public:
-  DownloadReactor(std::shared_ptr<const ModelBlob> blob, uint64_t offset, size_t chunk_bytes, StreamGate* gate)
-      : blob_(std::move(blob)), offset_(offset), chunk_bytes_(chunk_bytes), gate_(gate), started_(absl::Now()) {
+  DownloadReactor(grpc::CallbackServerContext* ctx, std::shared_ptr<const ModelBlob> blob, uint64_t offset,
+                  size_t chunk_bytes, StreamGate* gate, StallWatch* stalls)
+      : blob_(std::move(blob)),
+        offset_(offset),
+        chunk_bytes_(chunk_bytes),
+        gate_(gate),
+        stalls_(stalls),
+        progress_(ctx),
+        started_(absl::Now()) {
+    stalls_->Add(&progress_);
     NextWrite();
   }
   void OnWriteDone(bool ok) override {
+    progress_.Touch();
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download stream broken"));
       return;
@@ -132,6 +142,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
     NextWrite();
   }
   void OnDone() override {
+    stalls_->Remove(&progress_);
     gate_->Leave(complete_ ? absl::Now() - started_ : absl::ZeroDuration());
     delete this;
   }
@@ -158,6 +169,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
   uint64_t offset_;
   size_t chunk_bytes_;
   StreamGate* gate_;
+  StallWatch* stalls_;
+  StallWatch::Entry progress_;
   absl::Time started_;
   bool sent_any_ = false;
   bool complete_ = false;
@@ -189,7 +202,7 @@ grpc::ServerWriteReactor<v1::ModelChunk>* CoordinatorService::DownloadModel(grpc
     AddRetryAfter(*ctx, retry_after);
     return FailedDownload(in);
   }
-  return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes, &downloads_);
+  return new DownloadReactor(ctx, *std::move(blob), req->offset(), options_.chunk_bytes, &downloads_, &stalls_);
 }
 
 // Reads a header, then the serialized model in order (from the header's offset: the bytes before
@@ -238,11 +251,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     if (!held.ok()) return held.status();
     admitted_ = true;
     started_ = absl::Now();
-    Touch();
-    {
-      std::lock_guard lock(service_->live_mu_);
-      service_->live_uploads_.insert(this);
-    }
+    service_->stalls_.Add(&progress_);
     StartSendInitialMetadata();  // "admitted": the client sends its bytes only after this
     TESSERA_ASSIGN_OR_RETURN(auto assembler, core::ChunkAssembler::Resume(header_.total_bytes(), header_.sha256(),
                                                                          limit, *std::move(held)));
@@ -250,7 +259,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     return absl::OkStatus();
   }
   absl::Status OnData() {
-    Touch();
+    progress_.Touch();
     if (msg_.part_case() != v1::UploadChunk::kData) return absl::InvalidArgumentError("a second upload header");
     return assembler_->Append(msg_.data());
   }
@@ -298,10 +307,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
   void Settle(std::string partial, absl::Duration took) {
     if (!admitted_) return;
     admitted_ = false;
-    {
-      std::lock_guard lock(service_->live_mu_);
-      service_->live_uploads_.erase(this);
-    }
+    service_->stalls_.Remove(&progress_);
     service_->uploads_.Release(client_, key_, std::move(partial), took);
   }
   void Fail(const absl::Status& s) {
@@ -314,20 +320,11 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     Finish(ToGrpcStatus(s));
   }
 
-  void Touch() { last_read_ms_.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed); }
-
- public:
-  // Called by CancelStalledUploads under live_mu_, while registered (so the reactor is alive).
-  void CancelIfIdleSince(absl::Time cutoff) {
-    if (absl::FromUnixMillis(last_read_ms_.load(std::memory_order_relaxed)) < cutoff) ctx_->TryCancel();
-  }
-
- private:
   CoordinatorService* service_;
   grpc::CallbackServerContext* ctx_;
   v1::UploadResponse* resp_;
   v1::UploadChunk msg_;
-  std::atomic<int64_t> last_read_ms_{0};
+  StallWatch::Entry progress_{ctx_};
   bool header_seen_ = false;
   bool admitted_ = false;
   absl::Time started_;
@@ -342,12 +339,24 @@ grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc:
   return new UploadReactor(this, ctx, resp);
 }
 
-void CoordinatorService::CancelStalledUploads() {
-  const absl::Time cutoff = absl::Now() - options_.upload_idle_timeout;
-  std::lock_guard lock(live_mu_);
-  const std::set<UploadReactor*> live = live_uploads_;
-  for (UploadReactor* r : live) {
-    if (live_uploads_.contains(r)) r->CancelIfIdleSince(cutoff);  // not settled meanwhile
+void StallWatch::Add(Entry* e) {
+  std::lock_guard lock(mu_);
+  live_.insert(e);
+}
+
+void StallWatch::Remove(Entry* e) {
+  std::lock_guard lock(mu_);
+  live_.erase(e);
+}
+
+void StallWatch::CancelIdleSince(absl::Time cutoff) {
+  std::lock_guard lock(mu_);
+  const std::set<Entry*> live = live_;
+  for (Entry* e : live) {
+    // Still registered (not removed by an earlier cancellation's inline reactions): alive.
+    if (live_.contains(e) && absl::FromUnixMillis(e->last_ms.load(std::memory_order_relaxed)) < cutoff) {
+      e->ctx->TryCancel();
+    }
   }
 }
 
@@ -498,7 +507,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
     while (!s->cv_.wait_for(lock, std::chrono::milliseconds(100), [s] { return s->stopping_; })) {
       lock.unlock();
       s->coordinator_->Tick();
-      s->service_->CancelStalledUploads();
+      s->service_->CancelStalledTransfers();
       lock.lock();
     }
   });

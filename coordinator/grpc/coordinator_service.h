@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -28,9 +29,32 @@ struct ServiceOptions {
   // A download holds a chunk or two in gRPC's buffers while it streams: this many at once, the
   // others are refused like shed uploads (UNAVAILABLE, retry-after hint). Memory ~2 chunks each.
   int max_concurrent_downloads = 64;
-  // An admitted upload that receives nothing for this long is cancelled (its bytes are kept for
-  // a resume): a stalled or malicious client cannot hold an upload slot.
-  absl::Duration upload_idle_timeout = absl::Seconds(60);
+  // An admitted upload or download that makes no progress for this long is cancelled (an
+  // upload's bytes are kept for a resume): a stalled or malicious client cannot hold a place.
+  absl::Duration stall_timeout = absl::Seconds(60);
+};
+
+// Transfers in progress, each with the time of its last progress, so that stalled ones can be
+// cancelled. Thread-safe.
+class StallWatch {
+ public:
+  // One transfer: its call and its last progress. Owned by the transfer's reactor.
+  struct Entry {
+    explicit Entry(grpc::CallbackServerContext* c) : ctx(c) { Touch(); }
+    void Touch() { last_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed); }
+    grpc::CallbackServerContext* ctx;
+    std::atomic<int64_t> last_ms{0};
+  };
+  // The reactor must Remove its entry before it is deleted.
+  void Add(Entry* e);
+  void Remove(Entry* e);
+  // Cancels the calls of entries without progress since `cutoff`.
+  void CancelIdleSince(absl::Time cutoff);
+
+ private:
+  // Recursive: a cancellation may run the reactor's reactions (which Remove) inline.
+  std::recursive_mutex mu_;
+  std::set<Entry*> live_;  // GUARDED_BY(mu_)
 };
 
 // The upload caps the service applies: options.uploads, where memory_bytes = 0 becomes room for
@@ -62,9 +86,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                         v1::QueryUploadResponse* resp) override;
 
   UploadBuffers::Stats upload_stats() const { return uploads_.stats(); }
-  // Cancels admitted uploads idle for longer than options.upload_idle_timeout. Thread-safe;
+  // Cancels admitted transfers without progress for options.stall_timeout. Thread-safe;
   // CoordinatorServer's ticker calls it.
-  void CancelStalledUploads();
+  void CancelStalledTransfers() { stalls_.CancelIdleSince(absl::Now() - options_.stall_timeout); }
   const StreamGate& download_gate() const { return downloads_; }
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
@@ -79,9 +103,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   ServiceOptions options_;
   UploadBuffers uploads_;
   StreamGate downloads_;
-  // Recursive: a cancellation may run the reactor's reactions (which unregister) inline.
-  std::recursive_mutex live_mu_;
-  std::set<UploadReactor*> live_uploads_;  // GUARDED_BY(live_mu_): admitted, not yet settled
+  StallWatch stalls_;
 };
 
 // TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).

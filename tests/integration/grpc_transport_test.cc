@@ -1375,24 +1375,50 @@ TEST(UploadSheddingTest, OverTheStreamCapAnUploadIsShedWithAHintThenGetsThrough)
   EXPECT_EQ(fed->server->service().upload_stats().in_flight, 0);
 }
 
-TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGetsThrough) {
+// A download that reads its first chunk and then stops reading.
+struct StalledDownload {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader;
+  v1::ModelChunk chunk;
+  bool got_first = false;
+  // Reads what is left (after a cancellation) and returns the call's status.
+  grpc::Status Drain() {
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  }
+};
+
+std::unique_ptr<StalledDownload> StallDownload(v1::Coordinator::Stub& stub, const std::string& client,
+                                               const core::RoundRef& ref) {
+  auto d = std::make_unique<StalledDownload>();
+  SetDeadline(d->ctx);
+  v1::DownloadModelRequest req;
+  req.set_client_id(client);
+  core::ToProto(ref, req.mutable_ref());
+  d->reader = stub.DownloadModel(&d->ctx, req);
+  d->got_first = d->reader->Read(&d->chunk);
+  return d;
+}
+
+// A federation whose coordinator serves one download at a time, of a 16 MB model in 64 KiB
+// chunks: more than the transport buffers while a reader stalls.
+FederationOptions OneDownloadAtATime() {
   FederationOptions fo;
   fo.service.max_concurrent_downloads = 1;
   fo.service.chunk_bytes = 64 << 10;
-  // 16 MB in 64 KiB chunks: more than the transport buffers while alice's reader stalls.
-  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel({{"w", {4000000}}}), fo));
+  return fo;
+}
+const Layout kSixteenMegabytes = {{"w", {4000000}}};
+
+TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGetsThrough) {
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel(kSixteenMegabytes), OneDownloadAtATime()));
   auto stub = RawStub(f.fed->address());
   const coordinator::StreamGate& gate = f.fed->server->service().download_gate();
 
   // Alice reads one chunk and stalls: her download holds the only place.
-  grpc::ClientContext alice_ctx;
-  SetDeadline(alice_ctx);
-  v1::DownloadModelRequest req;
-  req.set_client_id("alice");
-  core::ToProto(f.alice_task.ref, req.mutable_ref());
-  auto alice = stub->DownloadModel(&alice_ctx, req);
-  v1::ModelChunk chunk;
-  ASSERT_TRUE(alice->Read(&chunk));
+  auto alice = StallDownload(*stub, "alice", f.alice_task.ref);
+  ASSERT_TRUE(alice->got_first);
   ASSERT_EQ(gate.in_flight(), 1);
 
   // Bob's is refused: UNAVAILABLE, with the hint in the trailing metadata.
@@ -1409,10 +1435,8 @@ TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGet
   std::thread t([&] { bob = bob_channel->DownloadModel(ClientId{"bob"}, f.bob_task); });
   for (int i = 0; i < 500 && gate.refused() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_GE(gate.refused(), 2u);
-  alice_ctx.TryCancel();
-  while (alice->Read(&chunk)) {
-  }
-  alice->Finish().ok();
+  alice->ctx.TryCancel();
+  alice->Drain().ok();
   t.join();
   ASSERT_OK(bob);
   ExpectBitExact(*bob, *f.fed->coordinator->global_model()->weights);
@@ -1422,7 +1446,7 @@ TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGet
 TEST(UploadSheddingTest, AStalledUploadLosesItsSlotButKeepsItsBytes) {
   FederationOptions fo;
   fo.service.uploads.max_concurrent = 1;
-  fo.service.upload_idle_timeout = absl::Milliseconds(300);
+  fo.service.stall_timeout = absl::Milliseconds(300);
   ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(1000, 0.0f)), fo));
   auto stub = RawStub(f.fed->address());
   const std::string blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
@@ -1449,6 +1473,21 @@ TEST(UploadSheddingTest, AStalledUploadLosesItsSlotButKeepsItsBytes) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   ASSERT_EQ(f.fed->version(), 1u);
   EXPECT_EQ(Values(*f.fed->coordinator->global_model()->weights), std::vector<float>(1000, 2.0f));
+}
+
+TEST(DownloadSheddingTest, AStalledDownloadLosesItsPlace) {
+  FederationOptions fo = OneDownloadAtATime();
+  fo.service.stall_timeout = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel(kSixteenMegabytes), fo));
+  auto stub = RawStub(f.fed->address());
+  const coordinator::StreamGate& gate = f.fed->server->service().download_gate();
+  auto alice = StallDownload(*stub, "alice", f.alice_task.ref);
+  ASSERT_TRUE(alice->got_first);
+  for (int i = 0; i < 300 && gate.in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(gate.in_flight(), 0) << "the coordinator should cancel a download that makes no progress";
+  ASSERT_OK_AND_ASSIGN(core::ModelWeights bob, f.channel->DownloadModel(ClientId{"bob"}, f.bob_task));
+  ExpectBitExact(bob, *f.fed->coordinator->global_model()->weights);
+  EXPECT_EQ(alice->Drain().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 }  // namespace
