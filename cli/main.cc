@@ -4,6 +4,7 @@
 //   tessera client       take part in a run with local private data
 //   tessera certs        create the federation's CA and issue mTLS certificates (certs_command.h)
 //   tessera models       list, describe and export a run's model versions (models_command.h)
+//   tessera loadgen      load-test a coordinator it starts on loopback (loadgen_command.h)
 // Every failure is one line on stderr and a nonzero exit: 2 for bad usage or configuration,
 // 1 for a run that could not complete.
 #include <malloc.h>
@@ -19,6 +20,7 @@
 #include <thread>
 
 #include "cli/certs_command.h"
+#include "cli/loadgen_command.h"
 #include "cli/config.h"
 #include "cli/models_command.h"
 #include "client/client_runtime.h"
@@ -254,6 +256,9 @@ struct CoordinatorArgs {
   bool sync_state = false;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string allow_list, revoked;  // client-id files (certs_command.h)
+  int max_concurrent_uploads = 16;
+  int max_concurrent_downloads = 64;
+  int64_t upload_memory_mb = 0;     // 0: from the model's size
   PrivacyArgs privacy;
 };
 
@@ -296,6 +301,16 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
   sub->add_option("--tls-client-ca", a->tls_client_ca, "CA (PEM) whose certificates clients must present (mTLS)");
   sub->add_option("--allow-list", a->allow_list, "Only the client ids in this file may take part (one per line, # comments)");
   sub->add_option("--revoked", a->revoked, "Client ids refused (one per line); ids added while running are revoked at once");
+  sub->add_option("--max-concurrent-uploads", a->max_concurrent_uploads,
+                  "Upload streams served at once; more are shed with a retry-after hint")
+      ->capture_default_str();
+  sub->add_option("--max-concurrent-downloads", a->max_concurrent_downloads,
+                  "Model downloads served at once (each buffers ~2 MiB); more are refused with a retry-after hint")
+      ->capture_default_str();
+  sub->add_option("--upload-memory-mb", a->upload_memory_mb,
+                  "MiB buffered for uploads in flight and partial uploads kept for a resume "
+                  "(0: room for the concurrent uploads plus 8 partial ones of the model's size)")
+      ->capture_default_str();
   AddPrivacy(sub, &a->privacy);
 }
 
@@ -321,6 +336,15 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
                          "--rounds, --min-clients, --min-results, --round-timeout and --max-num-examples must be positive"));
   }
   if (!(a.linger >= 0)) return Fail(cmd, absl::InvalidArgumentError("--linger must not be negative"));
+  if (a.max_concurrent_uploads < 1 || a.max_concurrent_uploads > 100000) {
+    return Fail(cmd, absl::InvalidArgumentError("--max-concurrent-uploads must be in [1, 100000]"));
+  }
+  if (a.max_concurrent_downloads < 1 || a.max_concurrent_downloads > 100000) {
+    return Fail(cmd, absl::InvalidArgumentError("--max-concurrent-downloads must be in [1, 100000]"));
+  }
+  if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
+    return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
+  }
   auto shape = ParseShape(a.input_shape);
   if (!shape.ok()) return Fail(cmd, shape.status());
   ct::ModelSpec spec{a.model, *shape, a.num_classes};
@@ -393,7 +417,17 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   }
 
   coordinator::ServerTlsOptions tls{a.insecure, a.tls_cert, a.tls_key, a.tls_client_ca};
-  auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls);
+  coordinator::ServiceOptions service;
+  service.uploads.max_concurrent = a.max_concurrent_uploads;
+  service.max_concurrent_downloads = a.max_concurrent_downloads;
+  service.uploads.memory_bytes = static_cast<uint64_t>(a.upload_memory_mb) << 20;
+  if (auto limits = coordinator::ResolveUploadLimits(service, (*coord)->global_model()->serialized.size()); !limits.ok()) {
+    return Fail(cmd, absl::InvalidArgumentError(StrCat("--upload-memory-mb: ", limits.status().message())));
+  } else {
+    core::Logger("coordinator")->info("uploads: at most {} at once, {} MiB buffered", limits->max_concurrent,
+                                      limits->memory_bytes >> 20);
+  }
+  auto server = coordinator::CoordinatorServer::Start(coord->get(), a.address, tls, service);
   if (!server.ok()) return Fail(cmd, server.status());
   std::printf("tessera coordinator: run '%s' listening on port %d (%s)\n", opts.round.run_id.c_str(),
               (*server)->port(), a.insecure ? "plaintext" : (a.tls_client_ca.empty() ? "TLS" : "mutual TLS"));
@@ -559,6 +593,8 @@ int main(int argc, char** argv) {
   AddClient(app, &cl);
   AddCerts(app, &certs);
   AddModels(app, &models);
+  LoadgenArgs loadgen;
+  AddLoadgen(app, &loadgen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -577,6 +613,9 @@ int main(int argc, char** argv) {
     if (auto* s = app.get_subcommand("client"); s->parsed()) return RunClient(s, cl);
     if (auto* s = app.get_subcommand("certs"); s->parsed()) return RunCerts(s, certs);
     if (auto* s = app.get_subcommand("models"); s->parsed()) return RunModels(s, models);
+    if (auto* s = app.get_subcommand("loadgen"); s->parsed()) {
+      return RunLoadgen(s, loadgen, std::filesystem::read_symlink("/proc/self/exe").string());
+    }
   } catch (const std::exception& e) {  // a bug: still one line, never a stack trace
     std::cerr << "tessera: internal error: " << e.what() << "\n";
     return kExitFailure;

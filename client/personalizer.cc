@@ -4,6 +4,7 @@
 
 #include "core/file_io.h"
 #include "core/logging.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "core/strings.h"

@@ -13,8 +13,8 @@ std::vector<ChunkRange> SplitIntoChunks(uint64_t total, size_t chunk_bytes) {
   return out;
 }
 
-absl::StatusOr<ChunkAssembler> ChunkAssembler::Begin(uint64_t total_bytes, std::string expected_sha256,
-                                                     uint64_t max_bytes, std::string buffer) {
+absl::Status ChunkAssembler::CheckDeclared(uint64_t total_bytes, const std::string& expected_sha256,
+                                           uint64_t max_bytes) {
   if (total_bytes > max_bytes) {
     return absl::ResourceExhaustedError(StrCat("declared size ", total_bytes,
                                                      " bytes exceeds the limit of ", max_bytes));
@@ -22,13 +22,28 @@ absl::StatusOr<ChunkAssembler> ChunkAssembler::Begin(uint64_t total_bytes, std::
   if (expected_sha256.size() != 32) {
     return absl::InvalidArgumentError("a SHA-256 digest must be 32 bytes");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ChunkAssembler> ChunkAssembler::Resume(uint64_t total_bytes, std::string expected_sha256,
+                                                      uint64_t max_bytes, std::string received) {
+  if (absl::Status s = CheckDeclared(total_bytes, expected_sha256, max_bytes); !s.ok()) return s;
+  if (received.size() > total_bytes) {
+    return absl::InvalidArgumentError(StrCat("resumed with ", received.size(), " bytes of a ", total_bytes,
+                                             "-byte transfer"));
+  }
   ChunkAssembler a;
   a.total_ = total_bytes;
   a.expected_sha256_ = std::move(expected_sha256);
-  a.blob_ = std::move(buffer);
-  a.blob_.clear();
+  a.blob_ = std::move(received);
   a.blob_.reserve(total_bytes);
   return a;
+}
+
+absl::StatusOr<ChunkAssembler> ChunkAssembler::Begin(uint64_t total_bytes, std::string expected_sha256,
+                                                     uint64_t max_bytes, std::string buffer) {
+  buffer.clear();  // its capacity is kept
+  return Resume(total_bytes, std::move(expected_sha256), max_bytes, std::move(buffer));
 }
 
 absl::Status ChunkAssembler::Add(uint64_t offset, std::string_view data) {

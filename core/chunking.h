@@ -32,6 +32,12 @@ class ChunkAssembler {
   // `max_bytes` bounds the declared size; `buffer` may be a reused string whose capacity is kept.
   static absl::StatusOr<ChunkAssembler> Begin(uint64_t total_bytes, std::string expected_sha256,
                                               uint64_t max_bytes, std::string buffer = {});
+  // The checks of Begin alone, before anything is allocated.
+  static absl::Status CheckDeclared(uint64_t total_bytes, const std::string& expected_sha256, uint64_t max_bytes);
+  // Continues a transfer whose first bytes are `received` (a resumed upload); the digest still
+  // covers the whole blob. INVALID_ARGUMENT when more bytes were received than declared.
+  static absl::StatusOr<ChunkAssembler> Resume(uint64_t total_bytes, std::string expected_sha256,
+                                               uint64_t max_bytes, std::string received);
 
   // Appends the chunk that starts at `offset`; it must start where the previous one ended.
   absl::Status Add(uint64_t offset, std::string_view data);
@@ -42,6 +48,8 @@ class ChunkAssembler {
 
   // The whole blob once every byte arrived and the digest matches.
   absl::StatusOr<std::string> Finish() &&;
+  // The bytes received so far (to keep an interrupted transfer for a resume).
+  std::string TakeReceived() && { return std::move(blob_); }
 
  private:
   ChunkAssembler() = default;

@@ -11,6 +11,10 @@
 
 namespace tessera::core {
 
+// gRPC trailing metadata of an upload the coordinator shed for load (tessera.proto,
+// UploadResult): try again no sooner than this many milliseconds.
+inline constexpr char kRetryAfterMetadata[] = "tessera-retry-after-ms";
+
 void ToProto(const ModelWeights& weights, v1::Model* out);
 // INVALID_ARGUMENT for unknown dtypes, negative shapes, data sizes that disagree with shapes,
 // empty, duplicate or reserved ("__metadata__") tensor names.

@@ -9,6 +9,7 @@
 #include "core/proto_convert.h"
 #include "core/sha256.h"
 #include "core/strings.h"
+#include "absl/strings/numbers.h"
 #include "security/secagg/wire.h"
 
 namespace tessera::client {
@@ -19,23 +20,43 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
+}  // namespace
+
+absl::Status StatusFromCall(const grpc::Status& s, const grpc::ClientContext& ctx) {
+  absl::Status status = FromGrpc(s);
+  if (status.ok()) return status;
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  if (auto it = trailers.find(core::kRetryAfterMetadata); it != trailers.end()) {
+    const std::string text(it->second.data(), it->second.size());
+    int64_t ms = 0;
+    if (absl::SimpleAtoi(text, &ms) && ms >= 0) status = WithRetryAfter(std::move(status), absl::Milliseconds(ms));
+  }
+  return status;
+}
+
+namespace {
+
 void SetDeadline(grpc::ClientContext& ctx, absl::Duration timeout) {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
-// Streams `header`, then `blob` in chunks of at most `chunk_bytes` (in the `data` field of the
-// reused `chunk` message), and returns the call's status. Stops writing once the stream breaks.
+// Streams `header`, then `blob` from byte `from` on in chunks of at most `chunk_bytes` (in the
+// `data` field of the reused `chunk` message), and returns the call's status (with its
+// retry-after hint). With `await_admission`, sends the bytes only once the server answered the
+// header with its initial metadata (a refused upload then costs no bytes). Stops writing once
+// the stream breaks.
 template <typename Writer, typename Chunk>
-absl::Status WriteChunked(Writer& writer, const Chunk& header, const std::string& blob, size_t chunk_bytes,
-                          Chunk& chunk) {
+absl::Status WriteChunked(grpc::ClientContext& ctx, Writer& writer, const Chunk& header, const std::string& blob,
+                          uint64_t from, size_t chunk_bytes, Chunk& chunk, bool await_admission) {
   bool ok = writer.Write(header);
-  for (const auto& range : core::SplitIntoChunks(blob.size(), chunk_bytes)) {
+  if (ok && await_admission) writer.WaitForInitialMetadata();
+  for (const auto& range : core::SplitIntoChunks(blob.size() - from, chunk_bytes)) {
     if (!ok) break;
-    chunk.set_data(blob.data() + range.offset, range.size);
+    chunk.set_data(blob.data() + from + range.offset, range.size);
     ok = writer.Write(chunk);
   }
   writer.WritesDone();
-  return FromGrpc(writer.Finish());
+  return StatusFromCall(writer.Finish(), ctx);
 }
 
 }  // namespace
@@ -84,10 +105,11 @@ absl::Status GrpcCoordinatorChannel::WithRetry(const char* what, const std::func
   for (;;) {
     absl::Status s = attempt();
     if (s.ok() || !IsRetryable(s)) return s;
-    absl::Duration delay = backoff.Next();
+    absl::Duration delay = backoff.NextFor(s);  // a shed call waits as the coordinator asked
     if (delay == absl::InfiniteDuration()) {
       return absl::Status(s.code(), core::StrCat(what, " to ", target_, " failed after ", backoff.attempts(),
-                                                 " attempts: ", s.message()));
+                                                 " attempts and ", backoff.sheds(), " load-shedding waits: ",
+                                                 s.message()));
     }
     core::Logger("client")->debug("{} failed ({}); retrying in {}", what, std::string(s.message()),
                                   absl::FormatDuration(delay));
@@ -164,7 +186,7 @@ absl::StatusOr<core::ModelWeights> GrpcCoordinatorChannel::DownloadModel(const c
         return a;
       }
     }
-    return FromGrpc(reader->Finish());
+    return StatusFromCall(reader->Finish(), ctx);  // a shed download comes back after the hint
   });
   if (!s.ok()) return s;
   auto blob = std::move(*assembler).Finish();
@@ -185,14 +207,47 @@ absl::StatusOr<core::UploadAck> GrpcCoordinatorChannel::UploadResult(const core:
   h->set_sha256(core::Sha256Digest(blob));
   v1::UploadResponse resp;
   v1::UploadChunk chunk;
+  bool sent_bytes = false;  // an earlier attempt may have left bytes with the coordinator
   absl::Status s = WithRetry("UploadResult", [&]() -> absl::Status {
+    // A retry resumes from the bytes the coordinator kept of a broken attempt (an attempt shed
+    // at its header sent none: no need to ask).
+    uint64_t offset = 0;
+    if (sent_bytes) {
+      auto held = HeldOfUpload(*h);
+      if (!held.ok()) return held.status();
+      offset = *held;
+    }
+    h->set_offset(offset);
     grpc::ClientContext ctx;
     SetDeadline(ctx, options_.transfer_timeout);
     auto writer = stub_->UploadResult(&ctx, &resp);
-    return WriteChunked(*writer, header, blob, options_.chunk_bytes, chunk);
+    absl::Status st = WriteChunked(ctx, *writer, header, blob, offset, options_.chunk_bytes, chunk,
+                                   /*await_admission=*/true);
+    sent_bytes = sent_bytes || !RetryAfter(st).has_value();
+    if (absl::IsOutOfRange(st) && offset > 0) {
+      // The partial upload expired or was evicted since the query: the next attempt starts over.
+      return absl::AbortedError(core::StrCat("the coordinator no longer holds the upload's first ", offset,
+                                             " bytes: ", st.message()));
+    }
+    return st;
   });
   if (!s.ok()) return s;
   return core::UploadAck{resp.duplicate(), resp.accepted_round()};
+}
+
+absl::StatusOr<uint64_t> GrpcCoordinatorChannel::HeldOfUpload(const v1::UploadHeader& upload) {
+  v1::QueryUploadRequest req;
+  req.set_client_id(upload.client_id());
+  *req.mutable_ref() = upload.ref();
+  req.set_total_bytes(upload.total_bytes());
+  req.set_sha256(upload.sha256());
+  v1::QueryUploadResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options_.rpc_timeout);
+  const grpc::Status s = stub_->QueryUpload(&ctx, req, &resp);
+  if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) return 0;  // a coordinator that cannot resume
+  if (!s.ok()) return FromGrpc(s);
+  return std::min<uint64_t>(resp.received(), upload.total_bytes());
 }
 
 absl::StatusOr<security::secagg::StageReply> GrpcCoordinatorChannel::SecAggStep(
@@ -213,7 +268,8 @@ absl::StatusOr<security::secagg::StageReply> GrpcCoordinatorChannel::SecAggStep(
     grpc::ClientContext ctx;
     SetDeadline(ctx, max_wait + options_.transfer_timeout);
     auto writer = stub_->SecAggStep(&ctx, &resp);
-    absl::Status st = WriteChunked(*writer, header, blob, options_.chunk_bytes, chunk);
+    absl::Status st = WriteChunked(ctx, *writer, header, blob, 0, options_.chunk_bytes, chunk,
+                                   /*await_admission=*/false);
     // "Stage still open" is the caller's to repeat (it paces it), not a transport failure.
     if (absl::IsUnavailable(st) && st.message().find("still open") != absl::string_view::npos) {
       return absl::FailedPreconditionError(std::string(st.message()));

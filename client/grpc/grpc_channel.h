@@ -1,6 +1,8 @@
 // GrpcCoordinatorChannel: a CoordinatorChannel over gRPC, with a deadline on every RPC and
 // retries with exponential backoff and jitter for transient failures. Downloads resume from the
-// last byte received. Thread-safe.
+// last byte received; uploads from the last byte the coordinator kept (QueryUpload). A call the
+// coordinator sheds for load waits at least the retry-after time it named (plus jitter), and
+// such waits do not count as attempts (RetryPolicy::max_shed_wait bounds them). Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -30,6 +32,10 @@ struct ChannelOptions {
   uint64_t max_model_bytes = uint64_t{1} << 31;
 };
 
+// A finished call's status as absl::Status, carrying the coordinator's retry-after hint (its
+// trailing metadata, client/retry.h RetryAfter) when it sent one.
+absl::Status StatusFromCall(const grpc::Status& status, const grpc::ClientContext& ctx);
+
 class GrpcCoordinatorChannel final : public CoordinatorChannel {
  public:
   static absl::StatusOr<std::unique_ptr<GrpcCoordinatorChannel>> Create(const std::string& target,
@@ -50,6 +56,8 @@ class GrpcCoordinatorChannel final : public CoordinatorChannel {
   GrpcCoordinatorChannel(std::shared_ptr<grpc::Channel> channel, ChannelOptions options, std::string target);
   // Runs `attempt` until it succeeds, fails for good, or the policy's attempts run out.
   absl::Status WithRetry(const char* what, const std::function<absl::Status()>& attempt);
+  // How many bytes of `upload` the coordinator holds for a resume (0 from one that cannot resume).
+  absl::StatusOr<uint64_t> HeldOfUpload(const v1::UploadHeader& upload);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;

@@ -1,9 +1,12 @@
 #include "coordinator/grpc/coordinator_service.h"
 
+#include <atomic>
+
 #include "core/chunking.h"
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "core/proto_convert.h"
+#include "core/status.h"
 #include "core/strings.h"
 #include "security/secagg/wire.h"
 
@@ -16,8 +19,25 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes) {
+  UploadLimits limits = options.uploads;
+  const uint64_t largest = model_bytes + options.upload_slack_bytes;
+  if (limits.max_concurrent < 1 || options.max_concurrent_downloads < 1) {
+    return absl::InvalidArgumentError("the caps on concurrent uploads and downloads must be at least 1");
+  }
+  if (limits.memory_bytes == 0) limits.memory_bytes = (static_cast<uint64_t>(limits.max_concurrent) + 8) * largest;
+  if (limits.memory_bytes < largest) {
+    return absl::InvalidArgumentError(StrCat("the upload memory cap of ", limits.memory_bytes,
+                                             " bytes cannot hold one upload of the model (", largest, " bytes)"));
+  }
+  return limits;
+}
+
 CoordinatorService::CoordinatorService(Coordinator* coordinator, ServiceOptions options)
-    : coordinator_(coordinator), options_(options) {}
+    : coordinator_(coordinator),
+      options_(options),
+      uploads_(options.uploads, core::RealClock::Get()),
+      downloads_("downloads", options.max_concurrent_downloads, options.uploads.hints, core::RealClock::Get()) {}
 
 absl::StatusOr<core::ClientId> CoordinatorService::PeerClientId(const grpc::CallbackServerContext& ctx,
                                                                  const std::string& claimed) {
@@ -92,25 +112,46 @@ grpc::ServerUnaryReactor* CoordinatorService::PullTask(grpc::CallbackServerConte
 
 namespace {
 
+// A shed call's hint to the client (tessera.proto, UploadResult).
+void AddRetryAfter(grpc::CallbackServerContext& ctx, absl::Duration retry_after) {
+  ctx.AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(absl::ToInt64Milliseconds(retry_after)));
+}
+
+// Streams the model from `offset`; holds a place in `gate` until done, and is watched by
+// `stalls` meanwhile.
 class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
  public:
-  DownloadReactor(std::shared_ptr<const ModelBlob> blob, uint64_t offset, size_t chunk_bytes)
-      : blob_(std::move(blob)), offset_(offset), chunk_bytes_(chunk_bytes) {
+  DownloadReactor(grpc::CallbackServerContext* ctx, std::shared_ptr<const ModelBlob> blob, uint64_t offset,
+                  size_t chunk_bytes, StreamGate* gate, StallWatch* stalls)
+      : blob_(std::move(blob)),
+        offset_(offset),
+        chunk_bytes_(chunk_bytes),
+        gate_(gate),
+        stalls_(stalls),
+        progress_(ctx),
+        started_(absl::Now()) {
+    stalls_->Add(&progress_);
     NextWrite();
   }
   void OnWriteDone(bool ok) override {
+    progress_.Touch();
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download stream broken"));
       return;
     }
     NextWrite();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    stalls_->Remove(&progress_);
+    gate_->Leave(complete_ ? absl::Now() - started_ : absl::ZeroDuration());
+    delete this;
+  }
 
  private:
   void NextWrite() {
     const uint64_t total = blob_->serialized.size();
     if (offset_ >= total && (offset_ > 0 || sent_any_)) {
+      complete_ = true;
       Finish(grpc::Status::OK);
       return;
     }
@@ -127,7 +168,12 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::ModelChunk> {
   std::shared_ptr<const ModelBlob> blob_;
   uint64_t offset_;
   size_t chunk_bytes_;
+  StreamGate* gate_;
+  StallWatch* stalls_;
+  StallWatch::Entry progress_;
+  absl::Time started_;
   bool sent_any_ = false;
+  bool complete_ = false;
   v1::ModelChunk chunk_;
 };
 
@@ -151,10 +197,17 @@ grpc::ServerWriteReactor<v1::ModelChunk>* CoordinatorService::DownloadModel(grpc
   if (req->offset() > (*blob)->serialized.size()) {
     return FailedDownload(absl::OutOfRangeError("download offset beyond the end of the model"));
   }
-  return new DownloadReactor(*std::move(blob), req->offset(), options_.chunk_bytes);
+  absl::Duration retry_after;
+  if (absl::Status in = downloads_.Enter(*id, &retry_after); !in.ok()) {
+    AddRetryAfter(*ctx, retry_after);
+    return FailedDownload(in);
+  }
+  return new DownloadReactor(ctx, *std::move(blob), req->offset(), options_.chunk_bytes, &downloads_, &stalls_);
 }
 
-// Reads a header, then the serialized model in order; submits the result when the stream ends.
+// Reads a header, then the serialized model in order (from the header's offset: the bytes before
+// it come from the partial upload the service kept); submits the result when the stream ends. A
+// stream that ends short is kept as a partial upload for a resume.
 class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
  public:
   UploadReactor(CoordinatorService* service, grpc::CallbackServerContext* ctx, v1::UploadResponse* resp)
@@ -173,7 +226,10 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     }
     StartRead(&msg_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    Settle({}, absl::ZeroDuration());  // normally settled before Finish
+    delete this;
+  }
 
  private:
   absl::Status OnHeader() {
@@ -187,12 +243,23 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     client_ = *id;
     const uint64_t limit =
         service_->coordinator_->global_model()->serialized.size() + service_->options_.upload_slack_bytes;
-    auto assembler = core::ChunkAssembler::Begin(header_.total_bytes(), header_.sha256(), limit);
-    if (!assembler.ok()) return assembler.status();
-    assembler_.emplace(*std::move(assembler));
+    TESSERA_RETURN_IF_ERROR(core::ChunkAssembler::CheckDeclared(header_.total_bytes(), header_.sha256(), limit));
+    key_ = UploadKey{header_.ref().task_id(), header_.total_bytes(), header_.sha256()};
+    absl::Duration retry_after;
+    auto held = service_->uploads_.Admit(client_, key_, header_.offset(), &retry_after);
+    if (absl::IsUnavailable(held.status())) AddRetryAfter(*ctx_, retry_after);
+    if (!held.ok()) return held.status();
+    admitted_ = true;
+    started_ = absl::Now();
+    service_->stalls_.Add(&progress_);
+    StartSendInitialMetadata();  // "admitted": the client sends its bytes only after this
+    TESSERA_ASSIGN_OR_RETURN(auto assembler, core::ChunkAssembler::Resume(header_.total_bytes(), header_.sha256(),
+                                                                         limit, *std::move(held)));
+    assembler_.emplace(std::move(assembler));
     return absl::OkStatus();
   }
   absl::Status OnData() {
+    progress_.Touch();
     if (msg_.part_case() != v1::UploadChunk::kData) return absl::InvalidArgumentError("a second upload header");
     return assembler_->Append(msg_.data());
   }
@@ -201,12 +268,22 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
       Fail(absl::InvalidArgumentError("empty upload"));
       return;
     }
+    if (assembler_->received() < assembler_->total()) {
+      // Broken off (or cut short): keep what arrived, so that the client resumes from there.
+      const uint64_t received = assembler_->received();
+      Settle(std::move(*assembler_).TakeReceived(), absl::ZeroDuration());
+      Fail(absl::DataLossError(StrCat("transfer truncated: ", received, " of ", key_.total_bytes,
+                                      " bytes (kept: resume from there)")));
+      return;
+    }
     auto blob = std::move(*assembler_).Finish();
+    assembler_.reset();
     if (!blob.ok()) {
       Fail(blob.status());
       return;
     }
     auto weights = core::ParseModel(*blob);
+    blob->clear();
     if (!weights.ok()) {
       Fail(weights.status());
       return;
@@ -217,6 +294,7 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     result.metrics.insert(header_.metrics().begin(), header_.metrics().end());
     result.weights = *std::move(weights);
     auto ack = service_->coordinator_->SubmitResult(client_, std::move(result));
+    Settle({}, absl::Now() - started_);
     if (!ack.ok()) {
       Fail(ack.status());
       return;
@@ -225,8 +303,20 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
     resp_->set_accepted_round(ack->accepted_round);
     Finish(grpc::Status::OK);
   }
+  // Gives the stream's reservation back (once), keeping `partial` for a resume when non-empty.
+  void Settle(std::string partial, absl::Duration took) {
+    if (!admitted_) return;
+    admitted_ = false;
+    service_->stalls_.Remove(&progress_);
+    service_->uploads_.Release(client_, key_, std::move(partial), took);
+  }
   void Fail(const absl::Status& s) {
-    core::Logger("coordinator")->warn("upload from '{}' refused: {}", client_.value, std::string(s.message()));
+    Settle({}, absl::ZeroDuration());
+    if (absl::IsUnavailable(s)) {
+      core::Logger("coordinator")->debug("upload from '{}' shed: {}", client_.value, std::string(s.message()));
+    } else {
+      core::Logger("coordinator")->warn("upload from '{}' refused: {}", client_.value, std::string(s.message()));
+    }
     Finish(ToGrpcStatus(s));
   }
 
@@ -234,15 +324,50 @@ class CoordinatorService::UploadReactor final : public grpc::ServerReadReactor<v
   grpc::CallbackServerContext* ctx_;
   v1::UploadResponse* resp_;
   v1::UploadChunk msg_;
+  StallWatch::Entry progress_{ctx_};
   bool header_seen_ = false;
+  bool admitted_ = false;
+  absl::Time started_;
   v1::UploadHeader header_;
   core::ClientId client_;
+  UploadKey key_;
   std::optional<core::ChunkAssembler> assembler_;
 };
 
 grpc::ServerReadReactor<v1::UploadChunk>* CoordinatorService::UploadResult(grpc::CallbackServerContext* ctx,
                                                                           v1::UploadResponse* resp) {
   return new UploadReactor(this, ctx, resp);
+}
+
+void StallWatch::Add(Entry* e) {
+  std::lock_guard lock(mu_);
+  live_.insert(e);
+}
+
+void StallWatch::Remove(Entry* e) {
+  std::lock_guard lock(mu_);
+  live_.erase(e);
+}
+
+void StallWatch::CancelIdleSince(absl::Time cutoff) {
+  std::lock_guard lock(mu_);
+  const std::set<Entry*> live = live_;
+  for (Entry* e : live) {
+    // Still registered (not removed by an earlier cancellation's inline reactions): alive.
+    if (live_.contains(e) && absl::FromUnixMillis(e->last_ms.load(std::memory_order_relaxed)) < cutoff) {
+      e->ctx->TryCancel();
+    }
+  }
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::QueryUpload(grpc::CallbackServerContext* ctx,
+                                                          const v1::QueryUploadRequest* req,
+                                                          v1::QueryUploadResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = PeerClientId(*ctx, req->client_id());
+  if (id.ok()) resp->set_received(uploads_.Held(*id, UploadKey{req->ref().task_id(), req->total_bytes(), req->sha256()}));
+  reactor->Finish(ToGrpcStatus(id.status()));
+  return reactor;
 }
 
 // Reads a SecAgg+ stage request (header, then chunks), hands it to the coordinator and answers
@@ -363,6 +488,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
     }
     creds = grpc::SslServerCredentials(ssl);
   }
+  TESSERA_ASSIGN_OR_RETURN(options.uploads,
+                           ResolveUploadLimits(options, coordinator->global_model()->serialized.size()));
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->coordinator_ = coordinator;
   server->service_ = std::make_unique<CoordinatorService>(coordinator, options);
@@ -380,6 +507,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
     while (!s->cv_.wait_for(lock, std::chrono::milliseconds(100), [s] { return s->stopping_; })) {
       lock.unlock();
       s->coordinator_->Tick();
+      s->service_->CancelStalledTransfers();
       lock.lock();
     }
   });

@@ -5,10 +5,14 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "coordinator/coordinator.h"
+#include "coordinator/grpc/upload_buffers.h"
 #include "tessera/v1/tessera.grpc.pb.h"
 
 namespace tessera::coordinator {
@@ -19,11 +23,50 @@ struct ServiceOptions {
   size_t chunk_bytes = size_t{1} << 20;
   // An upload may exceed the global model's serialized size by at most this much.
   uint64_t upload_slack_bytes = uint64_t{1} << 20;
+  // Caps on concurrent upload streams and on bytes buffered for uploads (in flight and partial);
+  // heartbeats, polls and registration do not count against them.
+  UploadLimits uploads;
+  // A download holds a chunk or two in gRPC's buffers while it streams: this many at once, the
+  // others are refused like shed uploads (UNAVAILABLE, retry-after hint). Memory ~2 chunks each.
+  int max_concurrent_downloads = 64;
+  // An admitted upload or download that makes no progress for this long is cancelled (an
+  // upload's bytes are kept for a resume): a stalled or malicious client cannot hold a place.
+  absl::Duration stall_timeout = absl::Seconds(60);
 };
+
+// Transfers in progress, each with the time of its last progress, so that stalled ones can be
+// cancelled. Thread-safe.
+class StallWatch {
+ public:
+  // One transfer: its call and its last progress. Owned by the transfer's reactor.
+  struct Entry {
+    explicit Entry(grpc::CallbackServerContext* c) : ctx(c) { Touch(); }
+    void Touch() { last_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed); }
+    grpc::CallbackServerContext* ctx;
+    std::atomic<int64_t> last_ms{0};
+  };
+  // The reactor must Remove its entry before it is deleted.
+  void Add(Entry* e);
+  void Remove(Entry* e);
+  // Cancels the calls of entries without progress since `cutoff`.
+  void CancelIdleSince(absl::Time cutoff);
+
+ private:
+  // Recursive: a cancellation may run the reactor's reactions (which Remove) inline.
+  std::recursive_mutex mu_;
+  std::set<Entry*> live_;  // GUARDED_BY(mu_)
+};
+
+// The upload caps the service applies: options.uploads, where memory_bytes = 0 becomes room for
+// max_concurrent streams plus 8 partial uploads of the largest accepted upload (the model's
+// serialized size plus the slack). INVALID_ARGUMENT for max_concurrent (or downloads) < 1 or a
+// memory cap that cannot hold one such upload (no upload could ever get in).
+absl::StatusOr<UploadLimits> ResolveUploadLimits(const ServiceOptions& options, uint64_t model_bytes);
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
-  // `coordinator` is borrowed and must outlive the service.
+  // `coordinator` is borrowed and must outlive the service. `options.uploads` must have passed
+  // ResolveUploadLimits (CoordinatorServer::Start does it).
   CoordinatorService(Coordinator* coordinator, ServiceOptions options = {});
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
@@ -38,6 +81,15 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                                          v1::UploadResponse* resp) override;
   grpc::ServerReadReactor<v1::SecAggChunk>* SecAggStep(grpc::CallbackServerContext* ctx,
                                                        v1::SecAggStepResponse* resp) override;
+  // Bytes held of an interrupted upload of the calling client (never another's).
+  grpc::ServerUnaryReactor* QueryUpload(grpc::CallbackServerContext* ctx, const v1::QueryUploadRequest* req,
+                                        v1::QueryUploadResponse* resp) override;
+
+  UploadBuffers::Stats upload_stats() const { return uploads_.stats(); }
+  // Cancels admitted transfers without progress for options.stall_timeout. Thread-safe;
+  // CoordinatorServer's ticker calls it.
+  void CancelStalledTransfers() { stalls_.CancelIdleSince(absl::Now() - options_.stall_timeout); }
+  const StreamGate& download_gate() const { return downloads_; }
 
   // The id a request acts for: the claimed id, which under mutual TLS must equal the peer
   // certificate's identity (PERMISSION_DENIED otherwise).
@@ -49,6 +101,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   class SecAggReactor;
   Coordinator* coordinator_;
   ServiceOptions options_;
+  UploadBuffers uploads_;
+  StreamGate downloads_;
+  StallWatch stalls_;
 };
 
 // TLS material for the server. With `insecure` no TLS at all (explicit opt-in only).
@@ -68,6 +123,7 @@ class CoordinatorServer {
                                                                   ServiceOptions options = {});
   ~CoordinatorServer();
   int port() const { return port_; }
+  const CoordinatorService& service() const { return *service_; }
   void Shutdown();
 
  private:

@@ -261,6 +261,26 @@ TEST_F(CliTest, CoordinatorWithoutTlsOrInsecureRefusesToStart) {
   EXPECT_THAT(o.err, AllOf(HasSubstr("TLS"), HasSubstr("--insecure")));
 }
 
+TEST_F(CliTest, BadUploadCapsAreRejectedNamingTheFlag) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string flag;
+  };
+  for (const Case& c : {Case{{"--max-concurrent-uploads", "0"}, "--max-concurrent-uploads"},
+                        Case{{"--max-concurrent-uploads", "1000001"}, "--max-concurrent-uploads"},
+                        Case{{"--max-concurrent-downloads", "0"}, "--max-concurrent-downloads"},
+                        Case{{"--upload-memory-mb", "-1"}, "--upload-memory-mb"},
+                        // 1 MiB cannot hold one upload of the 6.65 MB CNN
+                        Case{{"--model", "cnn", "--upload-memory-mb", "1"}, "--upload-memory-mb"}}) {
+    SCOPED_TRACE(c.flags[1]);
+    std::vector<std::string> args = {"coordinator", "--insecure", "--address", "127.0.0.1:0"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    Outcome o = Tessera(args, 30s);
+    ExpectUsageError(o);
+    EXPECT_THAT(o.err, HasSubstr(c.flag));
+  }
+}
+
 TEST_F(CliTest, BadInputShapeIsRejectedQuotingIt) {
   for (const char* shape : {"1,x,28", "0,28,28", "1,,28", ""}) {
     SCOPED_TRACE(shape);

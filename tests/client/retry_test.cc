@@ -136,5 +136,44 @@ TEST(IsRetryableTest, PermanentFailuresAndSuccessAreNotRetried) {
   EXPECT_FALSE(IsRetryable(absl::FailedPreconditionError("round moved on")));
 }
 
+TEST(RetryAfterTest, TheHintTravelsWithTheStatus) {
+  const absl::Status shed = WithRetryAfter(absl::UnavailableError("busy"), absl::Milliseconds(1500));
+  EXPECT_EQ(RetryAfter(shed), absl::Milliseconds(1500));
+  EXPECT_EQ(shed.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RetryAfter(absl::UnavailableError("connection refused")), std::nullopt);
+}
+
+TEST(BackoffTest, WaitsForAHintAreAtLeastTheHintWithJitterAndDoNotUseUpAttempts) {
+  RetryPolicy policy = Policy(2, absl::Milliseconds(10), absl::Milliseconds(10));
+  policy.max_shed_wait = absl::Seconds(100);
+  Backoff backoff(policy, 7);
+  const absl::Status shed = WithRetryAfter(absl::UnavailableError("busy"), absl::Milliseconds(400));
+  absl::Duration lo = absl::InfiniteDuration(), hi = absl::ZeroDuration();
+  for (int i = 0; i < 200; ++i) {  // 200 sheds: far more than max_attempts
+    const absl::Duration d = backoff.NextFor(shed);
+    ASSERT_NE(d, absl::InfiniteDuration()) << "shed " << i;
+    lo = std::min(lo, d);
+    hi = std::max(hi, d);
+  }
+  EXPECT_GE(lo, absl::Milliseconds(400));
+  EXPECT_LE(hi, absl::Milliseconds(600));
+  EXPECT_GT(hi - lo, absl::Milliseconds(50)) << "jitter spreads the shed clients";
+  EXPECT_EQ(backoff.attempts(), 0);
+  EXPECT_EQ(backoff.sheds(), 200);
+  EXPECT_NE(backoff.NextFor(absl::UnavailableError("reset")), absl::InfiniteDuration());  // attempt 1 of 2
+  EXPECT_EQ(backoff.NextFor(absl::UnavailableError("reset")), absl::InfiniteDuration());
+}
+
+TEST(BackoffTest, WaitsForHintsStopAtTheirBudget) {
+  RetryPolicy policy = Policy(8, absl::Milliseconds(10), absl::Milliseconds(10));
+  policy.max_shed_wait = absl::Seconds(10);
+  Backoff backoff(policy, 7);
+  const absl::Status shed = WithRetryAfter(absl::UnavailableError("busy"), absl::Seconds(1));
+  int waits = 0;
+  while (backoff.NextFor(shed) != absl::InfiniteDuration()) ++waits;
+  EXPECT_GE(waits, 6);   // 10 s of waits of 1-1.5 s each
+  EXPECT_LE(waits, 10);
+}
+
 }  // namespace
 }  // namespace tessera::client

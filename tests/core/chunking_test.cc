@@ -107,6 +107,27 @@ TEST(ChunkAssemblerTest, AppendReassemblesAndReusesTheBuffer) {
   EXPECT_EQ(blob, data);
 }
 
+TEST(ChunkAssemblerTest, ResumeContinuesAfterTheBytesReceivedAndTheDigestCoversAll) {
+  const std::string data = "the quick brown fox jumps over the lazy dog";
+  ASSERT_OK_AND_ASSIGN(ChunkAssembler a, ChunkAssembler::Begin(data.size(), Sha256Digest(data), 1024));
+  ASSERT_OK(a.Append(std::string_view(data).substr(0, 17)));
+  std::string kept = std::move(a).TakeReceived();
+  EXPECT_EQ(kept, data.substr(0, 17));
+  ASSERT_OK_AND_ASSIGN(ChunkAssembler b, ChunkAssembler::Resume(data.size(), Sha256Digest(data), 1024, kept));
+  EXPECT_EQ(b.received(), 17u);
+  EXPECT_CODE(b.Add(0, "x"), absl::StatusCode::kInvalidArgument);  // continues at 17, not 0
+  ASSERT_OK(b.Append(std::string_view(data).substr(17)));
+  ASSERT_OK_AND_ASSIGN(std::string blob, std::move(b).Finish());
+  EXPECT_EQ(blob, data);
+  // Resumed from bytes that are not the blob's: the whole-blob digest catches it.
+  ASSERT_OK_AND_ASSIGN(ChunkAssembler c, ChunkAssembler::Resume(data.size(), Sha256Digest(data), 1024,
+                                                                std::string(17, 'z')));
+  ASSERT_OK(c.Append(std::string_view(data).substr(17)));
+  EXPECT_CODE(std::move(c).Finish(), absl::StatusCode::kDataLoss);
+  // More received than declared is refused.
+  EXPECT_CODE(ChunkAssembler::Resume(3, Sha256Digest("abc"), 1024, "abcd"), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ChunkAssemblerTest, EmptyBlob) {
   ASSERT_OK_AND_ASSIGN(ChunkAssembler a, ChunkAssembler::Begin(0, Sha256Digest(""), 0));
   ASSERT_OK_AND_ASSIGN(std::string blob, std::move(a).Finish());

@@ -132,6 +132,30 @@ void SetDeadline(grpc::ClientContext& ctx, std::chrono::seconds timeout = std::c
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
+// A federation whose round needs two clients, alice and bob, each registered and holding its
+// round-1 task (the round stays open until both answered).
+struct AliceAndBob {
+  std::unique_ptr<Federation> fed;
+  std::unique_ptr<GrpcCoordinatorChannel> channel;
+  core::TrainTask alice_task, bob_task;
+};
+
+absl::StatusOr<AliceAndBob> StartAliceAndBob(core::ModelWeights initial, FederationOptions fo = {}) {
+  fo.min_available = 2;
+  AliceAndBob f;
+  TESSERA_ASSIGN_OR_RETURN(f.fed, Federation::Start(std::move(initial), fo));
+  TESSERA_ASSIGN_OR_RETURN(f.channel, Connect(f.fed->address()));
+  core::TrainTask* tasks[] = {&f.alice_task, &f.bob_task};
+  const ClientId ids[] = {ClientId{"alice"}, ClientId{"bob"}};
+  for (const ClientId& id : ids) TESSERA_RETURN_IF_ERROR(f.channel->Register(id, {}).status());
+  for (int i = 0; i < 2; ++i) {
+    TESSERA_ASSIGN_OR_RETURN(core::PullTaskReply pull, f.channel->PullTask(ids[i], absl::ZeroDuration()));
+    if (!pull.task) return absl::InternalError(StrCat(ids[i].value, " got no task"));
+    *tasks[i] = *pull.task;
+  }
+  return f;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Models.
 
@@ -724,18 +748,12 @@ class DownloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
     FederationOptions fo;
-    fo.min_available = 2;
     fo.service.chunk_bytes = 64 << 10;  // several chunks for a 400 KB model
-    ASSERT_OK_AND_ASSIGN(fed_, Federation::Start(PatternModel({{"w", {100000}}}), fo));
-    ASSERT_OK_AND_ASSIGN(channel_, Connect(fed_->address()));
-    ASSERT_OK(channel_->Register(ClientId{"alice"}, {}));
-    ASSERT_OK(channel_->Register(ClientId{"bob"}, {}));
-    ASSERT_OK_AND_ASSIGN(core::PullTaskReply a, channel_->PullTask(ClientId{"alice"}, absl::ZeroDuration()));
-    ASSERT_OK_AND_ASSIGN(core::PullTaskReply b, channel_->PullTask(ClientId{"bob"}, absl::ZeroDuration()));
-    ASSERT_TRUE(a.task.has_value());
-    ASSERT_TRUE(b.task.has_value());
-    alice_task_ = *a.task;
-    bob_task_ = *b.task;
+    ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel({{"w", {100000}}}), fo));
+    fed_ = std::move(f.fed);
+    channel_ = std::move(f.channel);
+    alice_task_ = f.alice_task;
+    bob_task_ = f.bob_task;
     serialized_ = fed_->coordinator->global_model()->serialized;
     stub_ = RawStub(fed_->address());
   }
@@ -1076,7 +1094,11 @@ class FlakyCoordinator final : public v1::Coordinator::CallbackService {
                                                          v1::UploadResponse* resp) override {
     class Collect final : public grpc::ServerReadReactor<v1::UploadChunk> {
      public:
-      Collect(FlakyCoordinator* s, v1::UploadResponse* resp) : s_(s), resp_(resp) { StartRead(&msg_); }
+      Collect(FlakyCoordinator* s, grpc::CallbackServerContext* ctx, v1::UploadResponse* resp)
+          : s_(s), ctx_(ctx), resp_(resp) {
+        StartSendInitialMetadata();  // admitted
+        StartRead(&msg_);
+      }
       void OnReadDone(bool ok) override {
         if (ok) {
           if (msg_.has_header()) header_ = msg_.header(); else data_ += msg_.data();
@@ -1092,6 +1114,9 @@ class FlakyCoordinator final : public v1::Coordinator::CallbackService {
         }
         if (call == 1) {
           Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset"));
+        } else if (call - 1 <= s_->shed_uploads) {
+          ctx_->AddTrailingMetadata(core::kRetryAfterMetadata, std::to_string(s_->retry_after_ms));
+          Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "busy"));
         } else {
           resp_->set_accepted_round(7);
           Finish(grpc::Status::OK);
@@ -1101,19 +1126,37 @@ class FlakyCoordinator final : public v1::Coordinator::CallbackService {
 
      private:
       FlakyCoordinator* s_;
+      grpc::CallbackServerContext* ctx_;
       v1::UploadResponse* resp_;
       v1::UploadChunk msg_;
       v1::UploadHeader header_;
       std::string data_;
     };
-    return new Collect(this, resp);
+    return new Collect(this, ctx, resp);
+  }
+  // After the first (broken) upload it claims to hold its first `held_after_break` bytes.
+  grpc::ServerUnaryReactor* QueryUpload(grpc::CallbackServerContext* ctx, const v1::QueryUploadRequest* req,
+                                        v1::QueryUploadResponse* resp) override {
+    std::lock_guard lock(mu);
+    ++query_calls;
+    if (!upload_headers.empty() && upload_headers[0].sha256() == req->sha256() &&
+        upload_headers[0].total_bytes() == req->total_bytes() && req->client_id() == upload_headers[0].client_id()) {
+      resp->set_received(std::min<uint64_t>(held_after_break, upload_data[0].size()));
+    }
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
   }
 
   std::atomic<int> register_calls{0};
   int register_failures = 0;
   std::string blob;
   uint64_t break_download_at = 0;
+  uint64_t held_after_break = 0;
+  int shed_uploads = 0;  // after the broken one, shed this many with a retry-after hint
+  int retry_after_ms = 0;
   std::mutex mu;
+  int query_calls = 0;
   std::vector<uint64_t> download_offsets;
   std::vector<v1::UploadHeader> upload_headers;
   std::vector<std::string> upload_data;
@@ -1180,20 +1223,24 @@ TEST_F(ChannelRetryTest, BrokenDownloadResumesFromTheLastByteReceived) {
   EXPECT_EQ(service_.download_offsets, (std::vector<uint64_t>{0, service_.break_download_at}));
 }
 
-TEST_F(ChannelRetryTest, FailedUploadIsSentAgainWhole) {
+// Regression: a retried upload used to send the whole blob again after a broken stream.
+TEST_F(ChannelRetryTest, BrokenUploadResumesFromTheBytesAlreadyReceived) {
+  const core::ModelWeights weights = PatternModel({{"w", {600000}}});  // > 1 chunk
+  const std::string expected = core::SerializeModel(weights);
+  service_.held_after_break = expected.size() / 2 + 5;  // mid-chunk
   ASSERT_NO_FATAL_FAILURE(Start());
   ASSERT_OK_AND_ASSIGN(auto channel, Connect(address()));
   core::TrainTask task;
   task.ref = {"flaky", 7, "flaky/7/alice"};
-  const core::ModelWeights weights = PatternModel({{"w", {600000}}});  // > 1 chunk
   ASSERT_OK_AND_ASSIGN(core::UploadAck ack,
                        channel->UploadResult(ClientId{"alice"}, ResultFor(task, weights, 12, {{"train_loss", 0.5}})));
   EXPECT_EQ(ack.accepted_round, 7u);
   EXPECT_FALSE(ack.duplicate);
 
   std::lock_guard lock(service_.mu);
+  EXPECT_EQ(service_.query_calls, 1);
   ASSERT_EQ(service_.upload_data.size(), 2u);
-  const std::string expected = core::SerializeModel(weights);
+  const std::vector<uint64_t> offsets = {0, service_.held_after_break};
   for (size_t i = 0; i < 2; ++i) {
     const v1::UploadHeader& h = service_.upload_headers[i];
     EXPECT_EQ(h.client_id(), "alice") << "attempt " << i;
@@ -1201,9 +1248,388 @@ TEST_F(ChannelRetryTest, FailedUploadIsSentAgainWhole) {
     EXPECT_EQ(h.num_examples(), 12) << "attempt " << i;
     EXPECT_EQ(h.metrics().at("train_loss"), 0.5) << "attempt " << i;
     EXPECT_EQ(h.total_bytes(), expected.size()) << "attempt " << i;
-    EXPECT_EQ(h.sha256(), core::Sha256Digest(expected)) << "attempt " << i;
-    EXPECT_TRUE(service_.upload_data[i] == expected) << "attempt " << i;
+    EXPECT_EQ(h.sha256(), core::Sha256Digest(expected)) << "attempt " << i;  // of the whole blob
+    EXPECT_EQ(h.offset(), offsets[i]) << "attempt " << i;
+    EXPECT_TRUE(service_.upload_data[i] == expected.substr(offsets[i])) << "attempt " << i;
   }
+}
+
+TEST_F(ChannelRetryTest, ShedUploadWaitsTheHintWithoutUsingUpAttempts) {
+  service_.shed_uploads = 4;
+  service_.retry_after_ms = 150;
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ChannelOptions options = QuickChannelOptions();
+  options.retry.max_attempts = 2;  // the broken stream uses the only retry; four sheds follow
+  ASSERT_OK_AND_ASSIGN(auto channel, Connect(address(), options));
+  core::TrainTask task;
+  task.ref = {"flaky", 7, "flaky/7/alice"};
+  const auto t0 = SteadyClock::now();
+  ASSERT_OK_AND_ASSIGN(core::UploadAck ack,
+                       channel->UploadResult(ClientId{"alice"}, ResultFor(task, FloatModel({1, 2, 3}), 1)));
+  const double elapsed = SecondsSince(t0);
+  EXPECT_EQ(ack.accepted_round, 7u);
+  EXPECT_GE(elapsed, 4 * 0.150) << "each shed attempt waits at least the hint";
+  EXPECT_LT(elapsed, 4 * 0.150 * 1.5 + 2.0) << "and at most the hint plus half of it as jitter";
+  std::lock_guard lock(service_.mu);
+  EXPECT_EQ(service_.upload_data.size(), 6u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumable uploads and load shedding against the real service.
+
+grpc::Status QueryUpload(v1::Coordinator::Stub& stub, const v1::UploadHeader& h, uint64_t* received) {
+  v1::QueryUploadRequest req;
+  req.set_client_id(h.client_id());
+  *req.mutable_ref() = h.ref();
+  req.set_total_bytes(h.total_bytes());
+  req.set_sha256(h.sha256());
+  v1::QueryUploadResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  grpc::Status s = stub.QueryUpload(&ctx, req, &resp);
+  *received = resp.received();
+  return s;
+}
+
+// A valid header for `client`'s upload of `blob` (one example) for the task `ref`.
+v1::UploadHeader HeaderFor(const std::string& client, const core::RoundRef& ref, const std::string& blob) {
+  v1::UploadHeader h;
+  h.set_client_id(client);
+  core::ToProto(ref, h.mutable_ref());
+  h.set_num_examples(1);
+  h.set_total_bytes(blob.size());
+  h.set_sha256(core::Sha256Digest(blob));
+  return h;
+}
+
+// An upload stream left open (the caller decides how it ends).
+struct OpenUpload {
+  grpc::ClientContext ctx;
+  v1::UploadResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::UploadChunk>> writer;
+};
+
+std::unique_ptr<OpenUpload> StartUpload(v1::Coordinator::Stub& stub, const v1::UploadHeader& h,
+                                        const std::string& bytes) {
+  auto u = std::make_unique<OpenUpload>();
+  SetDeadline(u->ctx);
+  u->writer = stub.UploadResult(&u->ctx, &u->resp);
+  if (u->writer->Write(HeaderMsg(h)) && !bytes.empty()) u->writer->Write(DataMsg(bytes));
+  return u;
+}
+
+class UploadResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(200000, 0.5f))));
+    fed_ = std::move(f.fed);
+    channel_ = std::move(f.channel);
+    alice_task_ = f.alice_task;
+    bob_task_ = f.bob_task;
+    blob_ = core::SerializeModel(FloatModel(std::vector<float>(200000, 1.0f)));
+    header_ = HeaderFor("alice", alice_task_.ref, blob_);
+    stub_ = RawStub(fed_->address());
+  }
+
+  // Alice sends the header and the first `n` bytes, then her connection drops (the call is
+  // cancelled). Waits (bounded) until the coordinator holds those bytes.
+  void BreakAfter(uint64_t n) {
+    auto u = StartUpload(*stub_, header_, blob_.substr(0, n));
+    uint64_t held = 0;
+    // The bytes are in flight until the server read them: wait for them before breaking off.
+    for (int i = 0; i < 200 && fed_->server->service().upload_stats().in_flight == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    u->ctx.TryCancel();
+    EXPECT_EQ(u->writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    for (int i = 0; i < 200 && held != n; ++i) {
+      ASSERT_TRUE(QueryUpload(*stub_, header_, &held).ok());
+      if (held != n) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(held, n) << "the coordinator should keep the bytes of the broken upload";
+  }
+
+  // Bob's result completes the round; the model must be the mean of alice's 1.0 and bob's 3.0.
+  void ExpectRoundCompletesWithAlicesUpload() {
+    ASSERT_OK(channel_->UploadResult(ClientId{"bob"},
+                                     ResultFor(bob_task_, FloatModel(std::vector<float>(200000, 3.0f)), 1)));
+    ASSERT_EQ(fed_->version(), 1u);
+    EXPECT_EQ(Values(*fed_->coordinator->global_model()->weights), std::vector<float>(200000, 2.0f));
+  }
+
+  std::unique_ptr<Federation> fed_;
+  std::unique_ptr<GrpcCoordinatorChannel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+  core::TrainTask alice_task_, bob_task_;
+  std::string blob_;
+  v1::UploadHeader header_;
+};
+
+TEST_F(UploadResumeTest, BrokenUploadResumesFromTheBytesReceived) {
+  const uint64_t cut = blob_.size() / 3;
+  ASSERT_NO_FATAL_FAILURE(BreakAfter(cut));
+  v1::UploadHeader resumed = header_;
+  resumed.set_offset(cut);
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub_, {HeaderMsg(resumed), DataMsg(blob_.substr(cut))}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  EXPECT_FALSE(resp.duplicate());
+  EXPECT_EQ(fed_->server->service().upload_stats().resumed, 1u);
+  uint64_t held = 1;
+  ASSERT_TRUE(QueryUpload(*stub_, header_, &held).ok());
+  EXPECT_EQ(held, 0u) << "a completed upload is not kept";
+  ExpectRoundCompletesWithAlicesUpload();
+}
+
+TEST_F(UploadResumeTest, ResumeWithAnotherDigestOrSizeStartsOver) {
+  const uint64_t cut = blob_.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(BreakAfter(cut));
+  v1::UploadHeader other_sha = header_, other_size = header_;
+  other_sha.set_sha256(core::Sha256Digest("another result"));
+  other_size.set_total_bytes(blob_.size() + 4);
+  for (const v1::UploadHeader* h : {&other_sha, &other_size}) {
+    uint64_t held = 1;
+    ASSERT_TRUE(QueryUpload(*stub_, *h, &held).ok());
+    EXPECT_EQ(held, 0u);
+    v1::UploadHeader resumed = *h;
+    resumed.set_offset(cut);
+    v1::UploadResponse resp;
+    const grpc::Status s = RawUpload(*stub_, {HeaderMsg(resumed), DataMsg(blob_.substr(cut))}, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << s.error_message();
+  }
+  // Starting over (offset 0) with the whole blob is accepted.
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub_, {HeaderMsg(header_), DataMsg(blob_)}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(fed_->server->service().upload_stats().resumed, 0u);
+  ExpectRoundCompletesWithAlicesUpload();
+}
+
+TEST_F(UploadResumeTest, AnotherClientCannotSeeOrResumeIt) {
+  const uint64_t cut = blob_.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(BreakAfter(cut));
+  v1::UploadHeader as_bob = header_;
+  as_bob.set_client_id("bob");
+  uint64_t held = 1;
+  ASSERT_TRUE(QueryUpload(*stub_, as_bob, &held).ok());
+  EXPECT_EQ(held, 0u) << "bob must not learn of alice's partial upload";
+  as_bob.set_offset(cut);
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub_, {HeaderMsg(as_bob), DataMsg(blob_.substr(cut))}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << s.error_message();
+  // Alice's bytes are still hers to resume.
+  ASSERT_TRUE(QueryUpload(*stub_, header_, &held).ok());
+  EXPECT_EQ(held, cut);
+}
+
+TEST_F(UploadResumeTest, BadOffsetsAreRefused) {
+  struct Case {
+    uint64_t offset;
+    grpc::StatusCode code;
+  };
+  const uint64_t cut = 1000;
+  ASSERT_NO_FATAL_FAILURE(BreakAfter(cut));
+  for (const Case& c : {Case{cut + 1, grpc::StatusCode::OUT_OF_RANGE},           // beyond what is held
+                        Case{blob_.size(), grpc::StatusCode::OUT_OF_RANGE},       // at the end, not held
+                        Case{blob_.size() + 1, grpc::StatusCode::INVALID_ARGUMENT}}) {  // beyond the total
+    v1::UploadHeader h = header_;
+    h.set_offset(c.offset);
+    v1::UploadResponse resp;
+    const grpc::Status s = RawUpload(*stub_, {HeaderMsg(h)}, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << "offset " << c.offset << ": " << s.error_message();
+  }
+  // The refusals did not take the partial away: the honest resume still works.
+  v1::UploadHeader resumed = header_;
+  resumed.set_offset(cut);
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub_, {HeaderMsg(resumed), DataMsg(blob_.substr(cut))}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ExpectRoundCompletesWithAlicesUpload();
+}
+
+TEST_F(UploadResumeTest, ANewUploadFromTheStartReplacesTheKeptPart) {
+  const uint64_t cut = blob_.size() / 2;
+  ASSERT_NO_FATAL_FAILURE(BreakAfter(cut));
+  uint64_t held = 0;
+  ASSERT_TRUE(QueryUpload(*stub_, header_, &held).ok());
+  ASSERT_EQ(held, cut);
+  // A new channel call starts at 0 (the resume happens within one call's retries).
+  ASSERT_OK(channel_->UploadResult(ClientId{"alice"}, ResultFor(alice_task_, FloatModel(std::vector<float>(200000, 1.0f)), 1)));
+  ExpectRoundCompletesWithAlicesUpload();
+}
+
+TEST(UploadSheddingTest, OverTheStreamCapAnUploadIsShedWithAHintThenGetsThrough) {
+  FederationOptions fo;
+  fo.service.uploads.max_concurrent = 1;
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(1000, 0.0f)), fo));
+  auto& fed = f.fed;
+  auto stub = RawStub(fed->address());
+
+  // Alice's upload holds the only slot: header and half of her bytes, the rest later.
+  const std::string alice_blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
+  const v1::UploadHeader ah = HeaderFor("alice", f.alice_task.ref, alice_blob);
+  auto alice = StartUpload(*stub, ah, alice_blob.substr(0, alice_blob.size() / 2));
+  for (int i = 0; i < 200 && fed->server->service().upload_stats().in_flight == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(fed->server->service().upload_stats().in_flight, 1);
+
+  // Bob's raw upload is shed at its header: UNAVAILABLE, the hint in metadata and message.
+  const std::string bob_blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 3.0f)));
+  const v1::UploadHeader bh = HeaderFor("bob", f.bob_task.ref, bob_blob);
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    v1::UploadResponse resp;
+    auto writer = stub->UploadResult(&ctx, &resp);
+    writer->Write(HeaderMsg(bh));
+    writer->WritesDone();
+    const grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("retry after"));
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    auto it = trailers.find(core::kRetryAfterMetadata);
+    ASSERT_NE(it, trailers.end());
+    EXPECT_GT(std::stoi(std::string(it->second.data(), it->second.size())), 0);
+  }
+
+  // Bob's channel, with no normal retry at all, is shed and honours the hint until the slot frees.
+  ChannelOptions one_attempt = QuickChannelOptions();
+  one_attempt.retry.max_attempts = 1;
+  ASSERT_OK_AND_ASSIGN(auto bob_channel, Connect(fed->address(), one_attempt));
+  absl::StatusOr<core::UploadAck> bob_ack = absl::UnknownError("not run");
+  std::thread bob([&] {
+    bob_ack = bob_channel->UploadResult(ClientId{"bob"}, ResultFor(f.bob_task, FloatModel(std::vector<float>(1000, 3.0f)), 1));
+  });
+  for (int i = 0; i < 500 && fed->server->service().upload_stats().shed < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(fed->server->service().upload_stats().shed, 2u) << "bob's channel should have been shed too";
+  alice->writer->Write(DataMsg(alice_blob.substr(alice_blob.size() / 2)));
+  alice->writer->WritesDone();
+  const grpc::Status alice_status = alice->writer->Finish();
+  bob.join();
+  EXPECT_TRUE(alice_status.ok()) << alice_status.error_message();
+  ASSERT_OK(bob_ack);
+  ASSERT_EQ(fed->version(), 1u);
+  EXPECT_EQ(Values(*fed->coordinator->global_model()->weights), std::vector<float>(1000, 2.0f));
+  EXPECT_EQ(fed->server->service().upload_stats().in_flight, 0);
+}
+
+// A download that reads its first chunk and then stops reading.
+struct StalledDownload {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader;
+  v1::ModelChunk chunk;
+  bool got_first = false;
+  // Reads what is left (after a cancellation) and returns the call's status.
+  grpc::Status Drain() {
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  }
+};
+
+std::unique_ptr<StalledDownload> StallDownload(v1::Coordinator::Stub& stub, const std::string& client,
+                                               const core::RoundRef& ref) {
+  auto d = std::make_unique<StalledDownload>();
+  SetDeadline(d->ctx);
+  v1::DownloadModelRequest req;
+  req.set_client_id(client);
+  core::ToProto(ref, req.mutable_ref());
+  d->reader = stub.DownloadModel(&d->ctx, req);
+  d->got_first = d->reader->Read(&d->chunk);
+  return d;
+}
+
+// A federation whose coordinator serves one download at a time, of a 16 MB model in 64 KiB
+// chunks: more than the transport buffers while a reader stalls.
+FederationOptions OneDownloadAtATime() {
+  FederationOptions fo;
+  fo.service.max_concurrent_downloads = 1;
+  fo.service.chunk_bytes = 64 << 10;
+  return fo;
+}
+const Layout kSixteenMegabytes = {{"w", {4000000}}};
+
+TEST(DownloadSheddingTest, OverTheCapADownloadIsRefusedWithAHintAndTheChannelGetsThrough) {
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel(kSixteenMegabytes), OneDownloadAtATime()));
+  auto stub = RawStub(f.fed->address());
+  const coordinator::StreamGate& gate = f.fed->server->service().download_gate();
+
+  // Alice reads one chunk and stalls: her download holds the only place.
+  auto alice = StallDownload(*stub, "alice", f.alice_task.ref);
+  ASSERT_TRUE(alice->got_first);
+  ASSERT_EQ(gate.in_flight(), 1);
+
+  // Bob's is refused: UNAVAILABLE, with the hint in the trailing metadata.
+  RawDownload refused = Download(*stub, "bob", f.bob_task.ref, 0);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("retry after"));
+  EXPECT_TRUE(refused.data.empty());
+
+  // Bob's channel, without any normal retry, waits as told and gets the model once alice is done.
+  ChannelOptions one_attempt = QuickChannelOptions();
+  one_attempt.retry.max_attempts = 1;
+  ASSERT_OK_AND_ASSIGN(auto bob_channel, Connect(f.fed->address(), one_attempt));
+  absl::StatusOr<core::ModelWeights> bob = absl::UnknownError("not run");
+  std::thread t([&] { bob = bob_channel->DownloadModel(ClientId{"bob"}, f.bob_task); });
+  for (int i = 0; i < 500 && gate.refused() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(gate.refused(), 2u);
+  alice->ctx.TryCancel();
+  alice->Drain().ok();
+  t.join();
+  ASSERT_OK(bob);
+  ExpectBitExact(*bob, *f.fed->coordinator->global_model()->weights);
+  EXPECT_EQ(gate.in_flight(), 0);
+}
+
+TEST(UploadSheddingTest, AStalledUploadLosesItsSlotButKeepsItsBytes) {
+  FederationOptions fo;
+  fo.service.uploads.max_concurrent = 1;
+  fo.service.stall_timeout = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(FloatModel(std::vector<float>(1000, 0.0f)), fo));
+  auto stub = RawStub(f.fed->address());
+  const std::string blob = core::SerializeModel(FloatModel(std::vector<float>(1000, 1.0f)));
+  const v1::UploadHeader h = HeaderFor("alice", f.alice_task.ref, blob);
+  const uint64_t cut = blob.size() / 2;
+  auto stalled = StartUpload(*stub, h, blob.substr(0, cut));  // then nothing more
+
+  // Within a few ticker periods the coordinator cancels it, and keeps its bytes.
+  uint64_t held = 0;
+  for (int i = 0; i < 300 && held != cut; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(QueryUpload(*stub, h, &held).ok());
+  }
+  EXPECT_EQ(held, cut);
+  EXPECT_EQ(f.fed->server->service().upload_stats().in_flight, 0);
+  EXPECT_EQ(stalled->writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // The slot is free for bob, and alice resumes.
+  ASSERT_OK(f.channel->UploadResult(ClientId{"bob"}, ResultFor(f.bob_task, FloatModel(std::vector<float>(1000, 3.0f)), 1)));
+  v1::UploadHeader resumed = h;
+  resumed.set_offset(cut);
+  v1::UploadResponse resp;
+  const grpc::Status s = RawUpload(*stub, {HeaderMsg(resumed), DataMsg(blob.substr(cut))}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(f.fed->version(), 1u);
+  EXPECT_EQ(Values(*f.fed->coordinator->global_model()->weights), std::vector<float>(1000, 2.0f));
+}
+
+TEST(DownloadSheddingTest, AStalledDownloadLosesItsPlace) {
+  FederationOptions fo = OneDownloadAtATime();
+  fo.service.stall_timeout = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(AliceAndBob f, StartAliceAndBob(PatternModel(kSixteenMegabytes), fo));
+  auto stub = RawStub(f.fed->address());
+  const coordinator::StreamGate& gate = f.fed->server->service().download_gate();
+  auto alice = StallDownload(*stub, "alice", f.alice_task.ref);
+  ASSERT_TRUE(alice->got_first);
+  for (int i = 0; i < 300 && gate.in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(gate.in_flight(), 0) << "the coordinator should cancel a download that makes no progress";
+  ASSERT_OK_AND_ASSIGN(core::ModelWeights bob, f.channel->DownloadModel(ClientId{"bob"}, f.bob_task));
+  ExpectBitExact(bob, *f.fed->coordinator->global_model()->weights);
+  EXPECT_EQ(alice->Drain().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 }  // namespace

@@ -306,6 +306,35 @@ TEST(MtlsTest, ClaimingAnIdOtherThanTheCertificatesIsPermissionDenied) {
   EXPECT_OK(alice->Register(ClientId{"alice"}, {}));
 }
 
+TEST(MtlsTest, QueryingAnotherClientsUploadIsPermissionDenied) {
+  // A partial upload is found by the certified id: alice cannot ask for bob's, nor resume it.
+  Pki pki;
+  FederationOptions fo;
+  fo.min_available = 2;
+  ASSERT_OK_AND_ASSIGN(auto fed, Federation::Start(pki, FloatModel({1}), fo));
+  const Identity alice = pki.Client("alice");
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = core::ReadFile(pki.ca_file()).value_or("");
+  ssl.pem_cert_chain = core::ReadFile(alice.cert_file).value_or("");
+  ssl.pem_private_key = core::ReadFile(alice.key_file).value_or("");
+  auto stub = v1::Coordinator::NewStub(grpc::CreateChannel(fed->address(), grpc::SslCredentials(ssl)));
+  for (const char* claimed : {"bob", "alice"}) {
+    SCOPED_TRACE(claimed);
+    v1::QueryUploadRequest req;
+    req.set_client_id(claimed);
+    req.mutable_ref()->set_task_id(StrCat(fed->coordinator->run_id(), "/1/", claimed));
+    req.set_total_bytes(100);
+    req.set_sha256(std::string(32, 'x'));
+    v1::QueryUploadResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    const grpc::Status s = stub->QueryUpload(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), std::string(claimed) == "bob" ? grpc::StatusCode::PERMISSION_DENIED : grpc::StatusCode::OK)
+        << s.error_message();
+    EXPECT_EQ(resp.received(), 0u);
+  }
+}
+
 TEST(MtlsTest, RevokedClientIsPermissionDenied) {
   Pki pki;
   FederationOptions fo;
