@@ -45,8 +45,38 @@ absl::StatusOr<ClientRuntime::Trained> ClientRuntime::DownloadAndTrain(const cor
   TESSERA_ASSIGN_OR_RETURN(core::ModelWeights global, channel_->DownloadModel(options_.id, task));
   *config = task.config;
   config->seed = core::DeriveSeed(task.config.seed, {core::StableHash(options_.id.value), task.ref.round});
-  TESSERA_ASSIGN_OR_RETURN(TrainOutput out, trainer_->Train(global, *config));
+  const core::PersonalizationSpec& spec = config->personalization;
+  if (spec.mode == core::PersonalizationMode::kNone) {
+    TESSERA_ASSIGN_OR_RETURN(TrainOutput out, trainer_->Train(global, *config));
+    return Trained{std::move(global), std::move(out)};
+  }
+  if (!personalizer_) {
+    TESSERA_ASSIGN_OR_RETURN(personalizer_, Personalizer::Open(options_.personal_state_dir));
+  }
+  TESSERA_ASSIGN_OR_RETURN(TrainOutput out, trainer_->Train(personalizer_->StartFor(global, spec), *config));
+  TESSERA_RETURN_IF_ERROR(personalizer_->AfterRound(global, out.weights, *config, task.ref.round, *trainer_));
+  if (spec.mode == core::PersonalizationMode::kFedPer) {
+    // The private layers stay here: the upload (and the global it is measured against) is the
+    // shared part only.
+    out.weights = core::SharedTensors(out.weights, spec);
+    global = core::SharedTensors(global, spec);
+  }
   return Trained{std::move(global), std::move(out)};
+}
+
+absl::Status ClientRuntime::EvaluatePersonal(const core::ModelWeights& global, const core::TrainConfig& config,
+                                             core::Metrics* metrics) {
+  if (!personalizer_ || config.personalization.mode == core::PersonalizationMode::kNone) return absl::OkStatus();
+  // fedper's `global` lacks the private layers here: evaluate the saved personal model.
+  const core::ModelWeights* personal = personalizer_->saved();
+  if (personal == nullptr) return absl::OkStatus();
+  auto eval = trainer_->Evaluate(*personal);
+  if (eval.ok()) {
+    for (const auto& [k, v] : *eval) (*metrics)["personal_eval_" + k] = v;
+  } else if (!absl::IsFailedPrecondition(eval.status())) {  // no held-out data is fine
+    return eval.status();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& task) {
@@ -70,12 +100,16 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& ta
   result.num_examples = out.num_examples;
   result.metrics = std::move(out.metrics);
   if (options_.evaluate_locally) {
-    auto eval = trainer_->Evaluate(out.weights);
+    // fedper's trained weights lack the private layers: the personal model covers them.
+    auto eval = config.personalization.mode == core::PersonalizationMode::kFedPer
+                    ? absl::StatusOr<core::Metrics>(absl::FailedPreconditionError("shared layers only"))
+                    : trainer_->Evaluate(out.weights);
     if (eval.ok()) {
       for (const auto& [k, v] : *eval) result.metrics["eval_" + k] = v;
     } else if (eval.status().code() != absl::StatusCode::kFailedPrecondition) {  // no held-out data is fine
       return eval.status();
     }
+    TESSERA_RETURN_IF_ERROR(EvaluatePersonal(trained.global, config, &result.metrics));
   }
   result.weights = std::move(out.weights);
   if (options_.on_upload) options_.on_upload(result);
@@ -107,6 +141,9 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTa
   params.graph_seed = spec.graph_seed;
   params.vector_length = spec.vector_length;
   params.modulus_bits = spec.modulus_bits;
+  if (task.config.personalization.mode == core::PersonalizationMode::kFedPer) {
+    return absl::FailedPreconditionError("fedper keeps layers private, which secure aggregation's sum cannot skip");
+  }
   TESSERA_ASSIGN_OR_RETURN(auto session, sa::SecAggClient::Create(std::move(params), spec.self));
 
   // Keys first, so that the session is set up while this client trains.

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "client/personalizer.h"
 #include "client/trainer.h"
 #include "core/federation.h"
 #include "core/ids.h"
@@ -51,6 +52,9 @@ struct ClientOptions {
   // Called with every result just before it is uploaded (e.g. to keep an audit copy). In a
   // secure round it is the plaintext result before masking, which never leaves the device.
   std::function<void(const core::TrainResult&)> on_upload;
+  // Where this client keeps its personal model across rounds and restarts ("" = memory only);
+  // used when the federation personalizes (TrainConfig::personalization).
+  std::string personal_state_dir;
 };
 
 class ClientRuntime {
@@ -70,13 +74,20 @@ class ClientRuntime {
   absl::StatusOr<core::UploadAck> RunTask(const core::TrainTask& task);
 
   int tasks_done() const { return tasks_done_; }
+  // The personalizer (opened at the first personalized task; nullptr before).
+  const Personalizer* personalizer() const { return personalizer_.get(); }
 
  private:
   struct Trained {
     core::ModelWeights global;
     TrainOutput output;
   };
+  // Downloads the task's model and trains from it (fedper: with this client's private layers),
+  // then updates the personal model; config receives the round's training config.
   absl::StatusOr<Trained> DownloadAndTrain(const core::TrainTask& task, core::TrainConfig* config);
+  // The personal model's metrics on the local held-out data, as "personal_eval_*".
+  absl::Status EvaluatePersonal(const core::ModelWeights& global, const core::TrainConfig& config,
+                                core::Metrics* metrics);
   absl::StatusOr<core::UploadAck> RunSecureTask(const core::TrainTask& task);
   // Sends `request` until its stage closes (or the task's time is up).
   absl::StatusOr<security::secagg::StageReply> Exchange(const core::TrainTask& task,
@@ -85,6 +96,7 @@ class ClientRuntime {
   ClientOptions options_;
   CoordinatorChannel* channel_;
   Trainer* trainer_;
+  std::unique_ptr<Personalizer> personalizer_;
   int tasks_done_ = 0;
 };
 

@@ -110,6 +110,7 @@ absl::Status RoundStateMachine::Restore(const RestoredState& st) {
   sampling_rate_ = open.sampling_rate;
   round_clip_norm_ = open.clip_norm;
   core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
+  federated_layout_ = core::SharedTensors(*global->weights, train.personalization);
   for (const auto& t : open.tasks) {
     core::TrainTask task;
     task.ref = {config_.run_id, round_, t.task_id};
@@ -131,7 +132,7 @@ absl::Status RoundStateMachine::Restore(const RestoredState& st) {
     AbandonRound("the coordinator restarted during secure aggregation, whose session is not persisted");
     return MaybeStartRound();
   }
-  aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
+  aggregator_ = deps_.strategy->MakeAggregator(federated_layout_);
   for (const PersistedResult& r : open.accepted) {
     auto weights = deps_.journal->ReadSpooled(r);
     absl::Status s = weights.status();
@@ -203,8 +204,16 @@ absl::Status RoundStateMachine::MaybeStartRound() {
   metric_sums_.clear();
   metric_weights_.clear();
   auto global = deps_.store->Current();
-  aggregator_ = deps_.strategy->MakeAggregator(*global->weights);
+  core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
+  // fedper: the clients keep some layers; the round aggregates the shared ones only.
+  federated_layout_ = core::SharedTensors(*global->weights, train.personalization);
+  aggregator_ = deps_.strategy->MakeAggregator(federated_layout_);
   secagg_.reset();
+  if (config_.secure_aggregation && train.personalization.mode == core::PersonalizationMode::kFedPer) {
+    for (const ClientId& id : sampled) tasks_.emplace(id, core::TrainTask{});
+    AbandonRound("fedper keeps layers private, which secure aggregation's sum cannot skip");
+    return absl::OkStatus();
+  }
   if (config_.secure_aggregation) {
     auto resolved = security::secagg::ResolveConfig(*config_.secure_aggregation, static_cast<int>(sampled.size()));
     int64_t floats = 0;
@@ -223,7 +232,6 @@ absl::Status RoundStateMachine::MaybeStartRound() {
     secagg_ = *std::move(session);
   }
 
-  core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
   for (const ClientId& id : sampled) {
     core::TrainTask task;
     task.ref = {config_.run_id, round_, StrCat(config_.run_id, "/", round_, "/", id.value)};
@@ -320,7 +328,7 @@ absl::StatusOr<core::UploadAck> RoundStateMachine::OnTrainResult(const ClientId&
     return s;
   }
   absl::Status valid = result.weights.CheckFinite();
-  if (valid.ok()) valid = result.weights.CheckSameLayout(*deps_.store->Current()->weights);
+  if (valid.ok()) valid = result.weights.CheckSameLayout(federated_layout_);
   if (!valid.ok()) {
     absl::Status s = reject(valid);
     if (AllAnswered()) TESSERA_RETURN_IF_ERROR(CloseRound());
@@ -511,6 +519,10 @@ absl::Status RoundStateMachine::CloseRound() {
   if (!aggregate.ok()) {
     AbandonRound(std::string(aggregate.status().message()));
     return MaybeStartRound();
+  }
+  if (aggregate->tensors.size() != deps_.store->Current()->weights->tensors.size()) {
+    // fedper: the clients' private layers stay as they were in the global model.
+    aggregate = core::MergeTensors(*deps_.store->Current()->weights, *aggregate);
   }
   return PublishRound(*std::move(aggregate), reported);
 }

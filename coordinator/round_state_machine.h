@@ -198,6 +198,7 @@ class RoundStateMachine {
   int dropped_ = 0;
   int target_results_ = 0;  // valid results that close the open round early (over-selection)
   std::unique_ptr<aggregation::Aggregator> aggregator_;
+  core::ModelWeights federated_layout_;  // the global model's tensors the open round aggregates
   std::unique_ptr<SecAggRound> secagg_;  // secure rounds only
   std::optional<FinalizeJob> finalize_job_;  // kFinalizing, until the owner takes it
   core::Metrics metric_sums_;     // per metric: sum of num_examples * value
