@@ -242,6 +242,16 @@ class Scheduler final : public coordinator::ClientSender {
   core::ThreadPool pool_;
 };
 
+coordinator::FedAvgOptions SamplingOptions(const SimulationOptions& o) {
+  coordinator::FedAvgOptions fedavg;
+  fedavg.fraction = o.fraction;
+  fedavg.min_fit_clients = 1;
+  fedavg.over_selection = o.over_selection;
+  fedavg.min_available_clients = o.num_clients;  // open round 1 once every virtual client is in
+  fedavg.train = {o.local_epochs, o.batch_size, o.learning_rate, o.seed};
+  return fedavg;
+}
+
 absl::Status Validate(const SimulationOptions& o) {
   if (o.num_clients < 1) return absl::InvalidArgumentError("--clients must be at least 1");
   if (!(o.fraction > 0 && o.fraction <= 1)) return absl::InvalidArgumentError("--fraction must be in (0, 1]");
@@ -254,6 +264,8 @@ absl::Status Validate(const SimulationOptions& o) {
   }
   if (o.threads < 0) return absl::InvalidArgumentError("--threads must not be negative");
   if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
+  // The strategy's parameters, before any data is loaded.
+  TESSERA_RETURN_IF_ERROR(coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation).status());
 
   return absl::OkStatus();
 }
@@ -314,6 +326,8 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"dropout", o.dropout},     {"dropout_stage", o.dropout_stage},
                       {"dp_clip_norm", o.dp.clip_norm}, {"dp_noise_multiplier", o.dp.noise_multiplier},
                       {"dp_adaptive_clipping", o.dp.adaptive.has_value()}};
+  j["strategy"] = o.strategy.name;
+  for (const auto& [key, value] : coordinator::SetParameters(o.strategy)) j[key] = value;
   if (o.secure_aggregation) {
     j["secagg"] = {{"neighbours", o.secagg.neighbours}, {"threshold", o.secagg.threshold},
                    {"clip", o.secagg.fixed_point.clip}, {"bits", o.secagg.fixed_point.bits},
@@ -360,13 +374,8 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   }
   TESSERA_ASSIGN_OR_RETURN(auto log, coordinator::RunLog::Create(o.output_dir, o.rounds, o.progress));
 
-  coordinator::FedAvgOptions fedavg;
-  fedavg.fraction = o.fraction;
-  fedavg.min_fit_clients = 1;
-  fedavg.over_selection = o.over_selection;
-  fedavg.min_available_clients = o.num_clients;  // open round 1 once every virtual client is in
-  fedavg.train = {o.local_epochs, o.batch_size, o.learning_rate, o.seed};
-  TESSERA_ASSIGN_OR_RETURN(auto strategy, coordinator::FedAvgStrategy::Create(fedavg));
+  TESSERA_ASSIGN_OR_RETURN(auto strategy,
+                           coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation));
 
   coordinator::CoordinatorOptions copts;
   copts.round.run_id = StrCat("sim-", o.seed);
@@ -396,8 +405,9 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   scheduler.set_coordinator(coordinator.get());
 
   if (o.progress) {
-    std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads\n",
-                 o.num_clients, ToString(pspec).c_str(), o.model.c_str(), o.rounds, o.fraction, threads);
+    std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads%s%s\n",
+                 o.num_clients, ToString(pspec).c_str(), o.model.c_str(), o.rounds, o.fraction, threads,
+                 o.strategy.name == "fedavg" ? "" : ", strategy ", o.strategy.name == "fedavg" ? "" : o.strategy.name.c_str());
     std::fflush(o.progress);
   }
   InMemoryChannel registrar(coordinator.get());
