@@ -223,6 +223,9 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
       ->capture_default_str();
   sub->add_option("--dropout-stage", o.dropout_stage, "They drop before: advertise | share | masked | unmasking | train")
       ->capture_default_str();
+  sub->add_option("--attackers", o.attackers,
+                  "Byzantine clients: this many upload their update reversed and scaled by 10 (to try --strategy)")
+      ->capture_default_str();
   AddPrivacy(sub, &a->privacy);
 }
 

@@ -43,6 +43,9 @@ struct SimulationOptions {
   // `dropout_stage` (advertise, share, masked, unmasking; "train" for plain rounds: before upload).
   double dropout = 0;
   std::string dropout_stage = "unmasking";
+  // Byzantine clients: the first `attackers` virtual clients train, then upload their update
+  // reversed and scaled by 10 (global - 10 * delta), to try the robust strategies.
+  int attackers = 0;
   // DP-FedAvg (clipping, noise, adaptive clipping, budget); the noise is seeded from `seed`.
   coordinator::RoundConfig::Dp dp;
   std::FILE* progress = stdout;       // a line per round (nullptr = quiet)

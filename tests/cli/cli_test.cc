@@ -417,6 +417,24 @@ TEST_F(CliTest, StrategyFromFlagOrStrategyTableRunsAndIsRecorded) {
   EXPECT_EQ(rounds[0]["outcome"], "completed") << rounds[0].dump();
 }
 
+// Byzantine clients (--attackers upload their update reversed and scaled by 10): one of five breaks
+// FedAvg, while the coordinate-wise median of the five keeps learning.
+TEST_F(CliTest, AnAttackerBreaksFedAvgButNotTheMedian) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  auto accuracy = [&](const std::string& strategy) {
+    const fs::path out = tmp_.Join(strategy);
+    Outcome o = Tessera({"simulate", "--clients", "5", "--fraction", "1", "--rounds", "1", "--model", "logreg",
+                         "--local-epochs", "1", "--batch-size", "50", "--attackers", "1", "--strategy", strategy,
+                         "--quiet", "--output", out.string()});
+    EXPECT_EQ(o.exit_code, 0) << o;
+    return ReadJson(out / "summary.json")["final_accuracy"].get<double>();
+  };
+  const double mean = accuracy("fedavg");
+  const double median = accuracy("median");
+  EXPECT_GT(median, 0.6);
+  EXPECT_LT(mean, median - 0.3);
+}
+
 TEST_F(CliTest, CommandLineWinsOverConfigFile) {
   SKIP_WITHOUT_FASHION_MNIST();
   const std::string config = WriteConfig("tiny.toml", std::string(kTinyToml) + "rounds = 3\nseed = 7\nlr = 0.5\n");
