@@ -1,6 +1,7 @@
 #include "aggregation/server_optimizer.h"
 
 #include <cmath>
+#include <span>
 
 #include "core/status.h"
 #include "core/strings.h"
@@ -60,58 +61,78 @@ absl::StatusOr<std::unique_ptr<ServerOptimizer>> ServerOptimizer::Create(const S
   return std::unique_ptr<ServerOptimizer>(new ServerOptimizer(o));
 }
 
+ServerOptimizer::Moments ServerOptimizer::Advance(Moments old, double delta) const {
+  if (options_.kind == ServerOptimizerKind::kAvgM) {
+    return {static_cast<float>(options_.momentum * old.m + delta), old.v};
+  }
+  const double b2 = options_.beta2;
+  const double d2 = delta * delta;
+  double v = old.v;
+  switch (options_.kind) {
+    case ServerOptimizerKind::kAdam:
+      v = b2 * v + (1 - b2) * d2;
+      break;
+    case ServerOptimizerKind::kYogi:
+      v = v - (1 - b2) * d2 * ((v > d2) - (v < d2));
+      break;
+    default:  // Adagrad
+      v = v + d2;
+      break;
+  }
+  return {static_cast<float>(options_.beta1 * old.m + (1 - options_.beta1) * delta), static_cast<float>(v)};
+}
+
+double ServerOptimizer::StepOf(Moments now) const {
+  if (options_.kind == ServerOptimizerKind::kAvgM) return options_.learning_rate * now.m;
+  return options_.learning_rate * now.m / (std::sqrt(static_cast<double>(now.v)) + options_.tau);
+}
+
 absl::StatusOr<ModelWeights> ServerOptimizer::Step(const ModelWeights& global, const ModelWeights& aggregate) {
   TESSERA_RETURN_IF_ERROR(aggregate.CheckSameLayout(global));
-  const double tau = options_.tau;
-  ModelWeights m = m_.tensors.empty() ? Filled(global, 0.0f) : m_;
-  ModelWeights v = v_.tensors.empty() ? Filled(global, static_cast<float>(tau * tau)) : v_;
-  TESSERA_RETURN_IF_ERROR(global.CheckSameLayout(m));
-  ModelWeights next = aggregate;
-  const double lr = options_.learning_rate;
-  const double b1 = options_.beta1;
-  const double b2 = options_.beta2;
-  for (size_t t = 0; t < global.tensors.size(); ++t) {
-    if (global.tensors[t].dtype() != DType::kFloat32) continue;
-    auto x = global.tensors[t].f32();
-    auto mean = aggregate.tensors[t].f32();
-    auto mt = m.tensors[t].mutable_f32();
-    auto vt = v.tensors[t].mutable_f32();
-    auto out = next.tensors[t].mutable_f32();
-    for (size_t i = 0; i < x.size(); ++i) {
-      const double delta = static_cast<double>(mean[i]) - x[i];
-      const double d2 = delta * delta;
-      double step;
-      if (options_.kind == ServerOptimizerKind::kAvgM) {
-        mt[i] = static_cast<float>(options_.momentum * mt[i] + delta);
-        step = lr * mt[i];
-      } else {
-        mt[i] = static_cast<float>(b1 * mt[i] + (1 - b1) * delta);
-        double vi = vt[i];
-        switch (options_.kind) {
-          case ServerOptimizerKind::kAdam:
-            vi = b2 * vi + (1 - b2) * d2;
-            break;
-          case ServerOptimizerKind::kYogi:
-            vi = vi - (1 - b2) * d2 * ((vi > d2) - (vi < d2));
-            break;
-          default:
-            vi = vi + d2;
-            break;  // Adagrad
-        }
-        vt[i] = static_cast<float>(vi);
-        step = lr * mt[i] / (std::sqrt(static_cast<double>(vt[i])) + tau);
+  const bool fresh = m_.tensors.empty();
+  if (fresh) {
+    m_ = Filled(global, 0.0f);
+    v_ = Filled(global, static_cast<float>(options_.tau * options_.tau));
+  }
+  // Two passes, so that the state is updated in place yet only when the whole step is finite:
+  // the first computes the next model (and checks the new moments), the second stores the
+  // moments, computed again by the same code.
+  auto for_each = [&](auto&& visit) {
+    for (size_t t = 0; t < global.tensors.size(); ++t) {
+      if (global.tensors[t].dtype() != DType::kFloat32) continue;
+      auto x = global.tensors[t].f32();
+      auto mean = aggregate.tensors[t].f32();
+      auto m = m_.tensors[t].mutable_f32();
+      auto v = v_.tensors[t].mutable_f32();
+      for (size_t i = 0; i < x.size(); ++i) {
+        visit(t, i, x[i], Advance({m[i], v[i]}, static_cast<double>(mean[i]) - x[i]), m[i], v[i]);
       }
-      out[i] = static_cast<float>(x[i] + step);
+    }
+  };
+  absl::Status status = global.CheckSameLayout(m_);
+  ModelWeights next;
+  if (status.ok()) {
+    next = aggregate;
+    bool finite = true;
+    std::span<float> out;
+    size_t out_tensor = global.tensors.size();
+    for_each([&](size_t t, size_t i, float x, Moments now, float&, float&) {
+      if (t != out_tensor) out = next.tensors[out_tensor = t].mutable_f32();
+      out[i] = static_cast<float>(x + StepOf(now));
+      finite = finite && std::isfinite(out[i]) && std::isfinite(now.m) && std::isfinite(now.v);
+    });
+    if (!finite) {
+      status = absl::InvalidArgumentError(StrCat(ServerOptimizerName(options_.kind), ": the server step is not finite"));
     }
   }
-  for (const ModelWeights* w : {&next, &m, &v}) {
-    if (absl::Status s = w->CheckFinite(); !s.ok()) {
-      return absl::InvalidArgumentError(
-          StrCat(ServerOptimizerName(options_.kind), ": the server step is not finite: ", s.message()));
-    }
+  if (!status.ok()) {
+    if (fresh) m_ = v_ = ModelWeights{};
+    return status;
   }
-  m_ = std::move(m);
-  v_ = std::move(v);
+  for_each([](size_t, size_t, float, Moments now, float& m, float& v) {
+    m = now.m;
+    v = now.v;
+  });
   ++steps_;
   return next;
 }

@@ -54,6 +54,14 @@ class ServerOptimizer {
  private:
   explicit ServerOptimizer(const ServerOptimizerOptions& options) : options_(options) {}
 
+  struct Moments {
+    float m;
+    float v;
+  };
+  // One coordinate's moments after a pseudo-gradient `delta`, and the step they make.
+  Moments Advance(Moments old, double delta) const;
+  double StepOf(Moments now) const;
+
   ServerOptimizerOptions options_;
   core::ModelWeights m_;  // first moment (FedAvgM: the momentum buffer); empty
                           // before the first step

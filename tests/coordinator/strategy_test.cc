@@ -313,13 +313,13 @@ TEST(ServerOptimizerStrategyTest, ARefusedStepLeavesTheStateAsItWas) {
   auto a = MakeStrategy(Options("fedadam"), Sampling(), false).value();
   auto b = MakeStrategy(Options("fedadam"), Sampling(), false).value();
   const core::ModelWeights x = testutil::FloatModel({0, 0});
-  // A step with another layout (and one whose result is not finite) is refused, and changes
-  // nothing.
-  EXPECT_CODE(a->NextGlobalModel(x, testutil::FloatModel({1, 1, 1})), absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(a->NextGlobalModel(x, testutil::FloatModel({std::numeric_limits<float>::infinity(), 0})),
-              absl::StatusCode::kInvalidArgument);
-  for (int r = 0; r < 2; ++r) {
-    const core::ModelWeights mean = testutil::FloatModel({0.5f, -0.25f});
+  for (int r = 0; r < 3; ++r) {
+    // Before the first step and between steps: a step with another layout, or one whose result
+    // is not finite, is refused and changes nothing.
+    EXPECT_CODE(a->NextGlobalModel(x, testutil::FloatModel({1, 1, 1})), absl::StatusCode::kInvalidArgument);
+    EXPECT_CODE(a->NextGlobalModel(x, testutil::FloatModel({std::numeric_limits<float>::infinity(), 0})),
+                absl::StatusCode::kInvalidArgument);
+    const core::ModelWeights mean = testutil::FloatModel({0.5f * (r + 1), -0.25f});
     ASSERT_OK_AND_ASSIGN(core::ModelWeights xa, a->NextGlobalModel(x, mean));
     ASSERT_OK_AND_ASSIGN(core::ModelWeights xb, b->NextGlobalModel(x, mean));
     EXPECT_EQ(testutil::Values(xa), testutil::Values(xb)) << "round " << r + 1;
