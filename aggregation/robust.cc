@@ -20,22 +20,28 @@ using Rows = std::vector<std::vector<float>>;
 // result. Rows are copied a block at a time, so each row is read sequentially and the gathers come
 // from cache.
 template <typename Reduce>
-std::vector<float> ForEachCoordinate(const Rows& rows, Reduce reduce) {
+std::vector<float> ForEachCoordinate(const std::vector<const float*>& rows, size_t d, Reduce reduce) {
   constexpr size_t kBlock = 256;
   const size_t n = rows.size();
-  const size_t d = rows[0].size();
   std::vector<float> out(d);
   std::vector<float> block(n * kBlock);
   std::vector<float> column(n);
   for (size_t j0 = 0; j0 < d; j0 += kBlock) {
     const size_t b = std::min(kBlock, d - j0);
-    for (size_t k = 0; k < n; ++k) std::copy_n(rows[k].data() + j0, b, block.data() + k * kBlock);
+    for (size_t k = 0; k < n; ++k) std::copy_n(rows[k] + j0, b, block.data() + k * kBlock);
     for (size_t jj = 0; jj < b; ++jj) {
       for (size_t k = 0; k < n; ++k) column[k] = block[k * kBlock + jj];
       out[j0 + jj] = reduce(std::span<float>(column));
     }
   }
   return out;
+}
+
+template <typename Reduce>
+std::vector<float> ForEachCoordinate(const Rows& rows, Reduce reduce) {
+  std::vector<const float*> pointers;
+  for (const auto& r : rows) pointers.push_back(r.data());
+  return ForEachCoordinate(pointers, rows[0].size(), reduce);
 }
 
 // The median of `v` (the mean of the two middle values for an even count); reorders `v`.
@@ -200,13 +206,13 @@ std::vector<float> Bulyan(const Rows& rows, int byzantine) {
   const std::vector<double> dist = PairwiseSquaredDistances(rows);
   std::vector<int> remaining(n);
   std::iota(remaining.begin(), remaining.end(), 0);
-  Rows picked;
+  std::vector<const float*> picked;  // borrowed: no copy of the picked updates
   while (static_cast<int>(picked.size()) < theta) {
     const int best = KrumSelect(dist, n, remaining, byzantine, 1)[0];
-    picked.push_back(rows[best]);
+    picked.push_back(rows[best].data());
     remaining.erase(std::find(remaining.begin(), remaining.end(), best));
   }
-  return ForEachCoordinate(picked, [beta](std::span<float> v) {
+  return ForEachCoordinate(picked, rows[0].size(), [beta](std::span<float> v) {
     const double median = MedianOf(v);
     // The beta values closest to the median come first.
     std::nth_element(v.begin(), v.begin() + (beta - 1), v.end(),
