@@ -6,6 +6,7 @@
 #include "aggregation/fedavg.h"
 #include "aggregation/robust.h"
 #include "aggregation/server_optimizer.h"
+#include "core/logging.h"
 #include "core/status.h"
 #include "core/strings.h"
 
@@ -122,6 +123,12 @@ absl::Status CheckExpectedResults(const SamplingStrategy& strategy, const aggreg
     return absl::InvalidArgumentError(StrCat("--strategy ", strategy.name(), ": a round may expect only ", n,
                                              " results (--fraction of the fewest clients a round opens with), but ",
                                              s.message(), "; sample more clients or lower --byzantine"));
+  }
+  if (ro.rule == RobustRule::kTrimmedMean && ro.trim_fraction > 0 && std::floor(ro.trim_fraction * n) < 1) {
+    // Not impossible (rounds with more clients do trim), but a small round is a plain mean.
+    core::Logger("coordinator")
+        ->warn("--strategy trimmed-mean: --trim-fraction {} trims nothing from a round of {} results", ro.trim_fraction,
+               n);
   }
   return absl::OkStatus();
 }

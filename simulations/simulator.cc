@@ -292,8 +292,6 @@ absl::Status Validate(const SimulationOptions& o) {
   if (o.attackers < 0 || o.attackers > o.num_clients) {
     return absl::InvalidArgumentError("--attackers must be in [0, --clients]");
   }
-  // The strategy's parameters, before any data is loaded.
-  TESSERA_RETURN_IF_ERROR(coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation).status());
 
   return absl::OkStatus();
 }
@@ -368,6 +366,9 @@ std::string OptionsJson(const SimulationOptions& o) {
 
 absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   TESSERA_RETURN_IF_ERROR(Validate(o));
+  // The strategy's parameters are checked before any data is loaded.
+  TESSERA_ASSIGN_OR_RETURN(auto strategy,
+                           coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation));
   TESSERA_ASSIGN_OR_RETURN(PartitionSpec pspec, ParsePartitionSpec(o.partition));
   const absl::Time t0 = absl::Now();
   TESSERA_ASSIGN_OR_RETURN(auto data, LoadData(o));
@@ -404,8 +405,6 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   }
   TESSERA_ASSIGN_OR_RETURN(auto log, coordinator::RunLog::Create(o.output_dir, o.rounds, o.progress));
 
-  TESSERA_ASSIGN_OR_RETURN(auto strategy,
-                           coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation));
 
   coordinator::CoordinatorOptions copts;
   copts.round.run_id = StrCat("sim-", o.seed);
