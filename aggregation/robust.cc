@@ -95,8 +95,9 @@ absl::Status ValidateRobustOptions(const RobustOptions& o) {
   if (!(o.trim_fraction >= 0 && o.trim_fraction < 0.5)) {
     return absl::InvalidArgumentError(StrCat("the trim fraction must be in [0, 0.5), got ", o.trim_fraction));
   }
-  if (o.byzantine < 0)
+  if (o.byzantine < 0) {
     return absl::InvalidArgumentError(StrCat("the Byzantine count f must be >= 0, got ", o.byzantine));
+  }
   if (o.multi_krum_m < 0) {
     return absl::InvalidArgumentError(StrCat("Multi-Krum's m must be >= 1 (or 0 for n - f), got ", o.multi_krum_m));
   }

@@ -122,7 +122,8 @@ absl::Status CheckExpectedResults(const SamplingStrategy& strategy, const aggreg
   if (absl::Status s = aggregation::CheckRobustCount(ro, n); !s.ok()) {
     return absl::InvalidArgumentError(StrCat("--strategy ", strategy.name(), ": a round may expect only ", n,
                                              " results (--fraction of the fewest clients a round opens with), but ",
-                                             s.message(), "; sample more clients or lower --byzantine"));
+                                             s.message(), "; sample more clients or lower --byzantine",
+                                             ro.rule == RobustRule::kMultiKrum ? " or --multi-krum-m" : ""));
   }
   if (ro.rule == RobustRule::kTrimmedMean && ro.trim_fraction > 0 && std::floor(ro.trim_fraction * n) < 1) {
     // Not impossible (rounds with more clients do trim), but a small round is a plain mean.
@@ -147,8 +148,8 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeRobust(RobustRule rule, const Stra
     return absl::InvalidArgumentError(StrCat("--strategy ", o.name, ": ", s.message()));
   }
   auto make = [ro](const core::ModelWeights& global) -> std::unique_ptr<aggregation::Aggregator> {
-    return *aggregation::RobustAggregator::Create(global,
-                                                  ro);  // the options are valid
+    // The options were validated above: Create cannot fail.
+    return *aggregation::RobustAggregator::Create(global, ro);
   };
   TESSERA_ASSIGN_OR_RETURN(auto strategy, ComposedStrategy::Create(o.name, sampling, make, nullptr));
   TESSERA_RETURN_IF_ERROR(CheckExpectedResults(*strategy, ro));
@@ -162,7 +163,8 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeNormBound(const StrategyOptions& o
     return absl::InvalidArgumentError(StrCat("--norm-bound must be positive, got ", bound));
   }
   auto make = [bound](const core::ModelWeights& global) -> std::unique_ptr<aggregation::Aggregator> {
-    return *aggregation::NormBoundAggregator::Create(global, bound);  // the bound is valid
+    // The bound was validated above: Create cannot fail.
+    return *aggregation::NormBoundAggregator::Create(global, bound);
   };
   return ComposedStrategy::Create(o.name, sampling, make, nullptr);
 }
