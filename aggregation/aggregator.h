@@ -15,6 +15,10 @@ struct WeightedUpdate {
   double weight;  // e.g. num_examples; must be > 0 and finite
 };
 
+// OK when `update` has `layout`'s tensor names, shapes and dtypes and a positive, finite weight;
+// INVALID_ARGUMENT naming the difference otherwise.
+absl::Status CheckUpdate(const WeightedUpdate& update, const core::ModelWeights& layout);
+
 class Aggregator {
  public:
   virtual ~Aggregator() = default;

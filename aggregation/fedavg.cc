@@ -24,10 +24,7 @@ FedAvgAggregator::FedAvgAggregator(const ModelWeights& layout) {
 }
 
 absl::Status FedAvgAggregator::Accumulate(const WeightedUpdate& update) {
-  if (!(update.weight > 0) || !std::isfinite(update.weight)) {
-    return absl::InvalidArgumentError(core::StrCat("update weight must be positive and finite, got ", update.weight));
-  }
-  TESSERA_RETURN_IF_ERROR(update.weights.CheckSameLayout(sum_));
+  TESSERA_RETURN_IF_ERROR(CheckUpdate(update, sum_));
   const float w = static_cast<float>(update.weight);
   for (size_t i = 0; i < sum_.tensors.size(); ++i) {
     auto& acc = sum_.tensors[i];

@@ -66,13 +66,7 @@ ModelWeights CnnLayout() {
 // A CNN-shaped update with distinct, cheap-to-make values; writing every element pre-faults it.
 ModelWeights MakeUpdate(int k) {
   ModelWeights m = CnnLayout();
-  uint32_t x = 2654435761u * static_cast<uint32_t>(k + 1);
-  for (NamedTensor& t : m.tensors) {
-    for (float& v : t.mutable_f32()) {
-      x = x * 1664525u + 1013904223u;
-      v = static_cast<float>(static_cast<int32_t>(x >> 8) - (1 << 23)) * (1.0f / (1 << 23));
-    }
-  }
+  bench::FillDistinct(m, k);
   return m;
 }
 

@@ -1,8 +1,11 @@
 // Helpers shared by the benchmark binaries.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
+
+#include "core/tensor.h"
 
 namespace tessera::bench {
 
@@ -18,6 +21,18 @@ inline std::string LoadAverage() {
   size_t pos = 0;
   for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
   return s.substr(0, pos);
+}
+
+// Fills every float tensor of `m` with distinct, cheap-to-make values in [-1, 1) from `k`;
+// writing every element pre-faults the buffers.
+inline void FillDistinct(core::ModelWeights& m, int k) {
+  uint32_t x = 2654435761u * static_cast<uint32_t>(k + 1);
+  for (core::NamedTensor& t : m.tensors) {
+    for (float& v : t.mutable_f32()) {
+      x = x * 1664525u + 1013904223u;
+      v = static_cast<float>(static_cast<int32_t>(x >> 8) - (1 << 23)) * (1.0f / (1 << 23));
+    }
+  }
 }
 
 }  // namespace tessera::bench

@@ -28,7 +28,14 @@ bool IsSubcommandName(const std::string& key) {
 }
 
 // `prefix` names the settings table a key sits in: [secure_aggregation] neighbours = 8 sets
-// --secure-aggregation-neighbours, and enabled = true sets --secure-aggregation.
+// --secure-aggregation-neighbours, and enabled = true sets --secure-aggregation. The [strategy]
+// table is the exception: name = "fedadam" sets --strategy, and its other keys are the flags'
+// own names (server_lr = 0.1 sets --server-lr).
+std::string TableKey(const std::string& prefix, const std::string& key) {
+  if (prefix == "strategy") return key == "name" ? prefix : key;
+  return key == "enabled" ? prefix : prefix + "_" + key;
+}
+
 absl::Status ApplyTable(const std::string& path, const toml::table& table, CLI::App* sub, bool top_level,
                         const std::string& prefix = "") {
   for (const auto& [key_node, value] : table) {
@@ -42,7 +49,7 @@ absl::Status ApplyTable(const std::string& path, const toml::table& table, CLI::
       if (!s.ok()) return s;
       continue;
     }
-    if (!prefix.empty()) key = key == "enabled" ? prefix : prefix + "_" + key;
+    if (!prefix.empty()) key = TableKey(prefix, key);
     std::string flag = key;
     std::replace(flag.begin(), flag.end(), '_', '-');
     if (flag == "config") return absl::InvalidArgumentError(StrCat(path, ": a config file cannot name another"));

@@ -31,6 +31,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/grpc/coordinator_service.h"
 #include "coordinator/run_log.h"
+#include "coordinator/strategy_factory.h"
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "core/safetensors.h"
@@ -172,6 +173,23 @@ absl::Status ApplyPrivacy(PrivacyArgs& a) {
   return absl::OkStatus();
 }
 
+// The strategy and its parameters, shared by simulate and coordinator (coordinator/strategy_factory.h
+// refuses parameters the chosen strategy does not take).
+void AddStrategy(CLI::App* sub, coordinator::StrategyOptions* o) {
+  std::string names;
+  for (const std::string& n : coordinator::StrategyNames()) names += StrCat(names.empty() ? "" : " | ", n);
+  sub->add_option("--strategy", o->name, names)->capture_default_str();
+  sub->add_option("--server-lr", o->server_lr, "Server learning rate eta (fedavgm 1, adaptive 0.01)");
+  sub->add_option("--server-momentum", o->server_momentum, "fedavgm: server momentum (0.9)");
+  sub->add_option("--beta1", o->beta1, "fedadam, fedyogi, fedadagrad: first-moment decay (0.9)");
+  sub->add_option("--beta2", o->beta2, "fedadam, fedyogi: second-moment decay (0.99)");
+  sub->add_option("--tau", o->tau, "fedadam, fedyogi, fedadagrad: adaptivity (1e-3)");
+  sub->add_option("--trim-fraction", o->trim_fraction, "trimmed-mean: drop this fraction at each end (0.1)");
+  sub->add_option("--byzantine", o->byzantine, "krum, multi-krum, bulyan: Byzantine clients tolerated, f (1)");
+  sub->add_option("--multi-krum-m", o->multi_krum_m, "multi-krum: average the m best updates (n - f)");
+  sub->add_option("--norm-bound", o->norm_bound, "norm-bound: clip each update's delta to this L2 norm");
+}
+
 // ---------------------------------------------------------------- simulate
 struct SimulateArgs {
   Common common;
@@ -197,6 +215,7 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
   sub->add_option("--local-epochs", o.local_epochs, "Local epochs per round (E)")->capture_default_str();
   sub->add_option("--batch-size", o.batch_size, "Local batch size (B)")->capture_default_str();
   sub->add_option("--lr", o.learning_rate, "Client learning rate")->capture_default_str();
+  AddStrategy(sub, &o.strategy);
   sub->add_option("--seed", o.seed, "Seed: the same seed gives the same run")->capture_default_str();
   sub->add_option("--client-test-fraction", o.client_test_fraction, "Local held-out split of each client")
       ->capture_default_str();
@@ -207,6 +226,9 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
   sub->add_option("--dropout", o.dropout, "Simulated dropouts: fraction of each round's sampled clients")
       ->capture_default_str();
   sub->add_option("--dropout-stage", o.dropout_stage, "They drop before: advertise | share | masked | unmasking | train")
+      ->capture_default_str();
+  sub->add_option("--attackers", o.attackers,
+                  "Byzantine clients: this many upload their update reversed and scaled by 10 (to try --strategy)")
       ->capture_default_str();
   AddPrivacy(sub, &a->privacy);
 }
@@ -247,6 +269,7 @@ struct CoordinatorArgs {
   int local_epochs = 1;
   int batch_size = 10;
   double lr = 0.05;
+  coordinator::StrategyOptions strategy;
   uint64_t seed = 1;
   std::string run_id;
   std::string output;
@@ -311,6 +334,7 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
                   "MiB buffered for uploads in flight and partial uploads kept for a resume "
                   "(0: room for the concurrent uploads plus 8 partial ones of the model's size)")
       ->capture_default_str();
+  AddStrategy(sub, &a->strategy);
   AddPrivacy(sub, &a->privacy);
 }
 
@@ -345,6 +369,14 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
     return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
   }
+  coordinator::FedAvgOptions fedavg;
+  fedavg.fraction = a.fraction;
+  fedavg.min_fit_clients = 1;
+  fedavg.over_selection = a.over_selection;
+  fedavg.min_available_clients = a.min_clients;
+  fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
+  auto strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
+  if (!strategy.ok()) return Fail(cmd, strategy.status());
   auto shape = ParseShape(a.input_shape);
   if (!shape.ok()) return Fail(cmd, shape.status());
   ct::ModelSpec spec{a.model, *shape, a.num_classes};
@@ -367,15 +399,6 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
     if (!trainer.ok()) return Fail(cmd, trainer.status());
     evaluator = std::make_unique<EvalAdapter>(*std::move(trainer));
   }
-
-  coordinator::FedAvgOptions fedavg;
-  fedavg.fraction = a.fraction;
-  fedavg.min_fit_clients = 1;
-  fedavg.over_selection = a.over_selection;
-  fedavg.min_available_clients = a.min_clients;
-  fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
-  auto strategy = coordinator::FedAvgStrategy::Create(fedavg);
-  if (!strategy.ok()) return Fail(cmd, strategy.status());
 
   auto log = coordinator::RunLog::Create(a.output, a.rounds, stdout);
   if (!log.ok()) return Fail(cmd, log.status());
@@ -449,6 +472,8 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   nlohmann::json config = {{"rounds", a.rounds}, {"fraction", a.fraction}, {"min_clients", a.min_clients},
                            {"min_results", a.min_results}, {"model", a.model}, {"local_epochs", a.local_epochs},
                            {"batch_size", a.batch_size}, {"lr", a.lr}, {"seed", a.seed}};
+  config["strategy"] = a.strategy.name;
+  for (const auto& [key, value] : coordinator::SetParameters(a.strategy)) config[key] = value;
   if (absl::Status s = (*log)->WriteSummary(config.dump()); !s.ok()) return Fail(cmd, s);
   if (!(*coord)->finished()) return Fail(cmd, absl::CancelledError("stopped before the last round"));
   return 0;

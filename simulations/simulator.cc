@@ -33,6 +33,7 @@ struct VirtualClient {
   ClientId id;
   DatasetView train;
   DatasetView eval;
+  bool attacker = false;  // uploads a poisoned update (SimulationOptions::attackers)
 };
 
 // Limits how many virtual clients train at once in secure rounds, where every sampled client
@@ -78,6 +79,28 @@ class GatedTrainer final : public client::Trainer {
  private:
   client::Trainer* inner_;
   TrainingGate* gate_;
+};
+
+// A Byzantine client's trainer: it trains honestly, then uploads global - kAttackScale * delta,
+// the honest update reversed and scaled (a model-poisoning attack that drags a plain mean away).
+class AttackingTrainer final : public client::Trainer {
+ public:
+  static constexpr float kAttackScale = 10.0f;
+  explicit AttackingTrainer(client::Trainer* inner) : inner_(inner) {}
+  absl::StatusOr<client::TrainOutput> Train(const core::ModelWeights& global, const core::TrainConfig& c) override {
+    TESSERA_ASSIGN_OR_RETURN(client::TrainOutput out, inner_->Train(global, c));
+    for (size_t t = 0; t < global.tensors.size(); ++t) {
+      if (global.tensors[t].dtype() != core::DType::kFloat32) continue;
+      auto g = global.tensors[t].f32();
+      auto w = out.weights.tensors[t].mutable_f32();
+      for (size_t i = 0; i < g.size(); ++i) w[i] = g[i] - kAttackScale * (w[i] - g[i]);
+    }
+    return out;
+  }
+  absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& w) override { return inner_->Evaluate(w); }
+
+ private:
+  client::Trainer* inner_;
 };
 
 // A virtual client that drops out before a stage: the channel fails instead of sending.
@@ -186,11 +209,13 @@ class Scheduler final : public coordinator::ClientSender {
     auto trainer = ct::TorchTrainer::Create(spec_, vc.train, vc.eval);
     if (!trainer.ok()) return trainer.status();
     GatedTrainer gated_trainer(trainer->get(), &gate_);
+    client::Trainer* honest = gated ? static_cast<client::Trainer*>(&gated_trainer) : trainer->get();
+    AttackingTrainer attacking(honest);
     DroppingChannel dropping(channel, drop_before_);
     client::ClientOptions options;
     options.id = vc.id;
     client::ClientRuntime runtime(std::move(options), Drops(vc, task.ref.round) ? &dropping : channel,
-                                  gated ? static_cast<client::Trainer*>(&gated_trainer) : trainer->get());
+                                  vc.attacker ? &attacking : honest);
     return runtime.RunTask(task).status();
   }
 
@@ -242,6 +267,16 @@ class Scheduler final : public coordinator::ClientSender {
   core::ThreadPool pool_;
 };
 
+coordinator::FedAvgOptions SamplingOptions(const SimulationOptions& o) {
+  coordinator::FedAvgOptions fedavg;
+  fedavg.fraction = o.fraction;
+  fedavg.min_fit_clients = 1;
+  fedavg.over_selection = o.over_selection;
+  fedavg.min_available_clients = o.num_clients;  // open round 1 once every virtual client is in
+  fedavg.train = {o.local_epochs, o.batch_size, o.learning_rate, o.seed};
+  return fedavg;
+}
+
 absl::Status Validate(const SimulationOptions& o) {
   if (o.num_clients < 1) return absl::InvalidArgumentError("--clients must be at least 1");
   if (!(o.fraction > 0 && o.fraction <= 1)) return absl::InvalidArgumentError("--fraction must be in (0, 1]");
@@ -254,6 +289,9 @@ absl::Status Validate(const SimulationOptions& o) {
   }
   if (o.threads < 0) return absl::InvalidArgumentError("--threads must not be negative");
   if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
+  if (o.attackers < 0 || o.attackers > o.num_clients) {
+    return absl::InvalidArgumentError("--attackers must be in [0, --clients]");
+  }
 
   return absl::OkStatus();
 }
@@ -314,6 +352,9 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"dropout", o.dropout},     {"dropout_stage", o.dropout_stage},
                       {"dp_clip_norm", o.dp.clip_norm}, {"dp_noise_multiplier", o.dp.noise_multiplier},
                       {"dp_adaptive_clipping", o.dp.adaptive.has_value()}};
+  j["attackers"] = o.attackers;
+  j["strategy"] = o.strategy.name;
+  for (const auto& [key, value] : coordinator::SetParameters(o.strategy)) j[key] = value;
   if (o.secure_aggregation) {
     j["secagg"] = {{"neighbours", o.secagg.neighbours}, {"threshold", o.secagg.threshold},
                    {"clip", o.secagg.fixed_point.clip}, {"bits", o.secagg.fixed_point.bits},
@@ -325,6 +366,9 @@ std::string OptionsJson(const SimulationOptions& o) {
 
 absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   TESSERA_RETURN_IF_ERROR(Validate(o));
+  // The strategy's parameters are checked before any data is loaded.
+  TESSERA_ASSIGN_OR_RETURN(auto strategy,
+                           coordinator::MakeStrategy(o.strategy, SamplingOptions(o), o.secure_aggregation));
   TESSERA_ASSIGN_OR_RETURN(PartitionSpec pspec, ParsePartitionSpec(o.partition));
   const absl::Time t0 = absl::Now();
   TESSERA_ASSIGN_OR_RETURN(auto data, LoadData(o));
@@ -340,6 +384,7 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
     clients[i].id = ClientId{name};
     clients[i].train = DatasetView{train, std::move(splits[i].train)};
     clients[i].eval = DatasetView{train, std::move(splits[i].test)};
+    clients[i].attacker = i < o.attackers;
   }
 
   ct::ModelSpec spec{o.model, train->example_shape, train->num_classes};
@@ -360,13 +405,6 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   }
   TESSERA_ASSIGN_OR_RETURN(auto log, coordinator::RunLog::Create(o.output_dir, o.rounds, o.progress));
 
-  coordinator::FedAvgOptions fedavg;
-  fedavg.fraction = o.fraction;
-  fedavg.min_fit_clients = 1;
-  fedavg.over_selection = o.over_selection;
-  fedavg.min_available_clients = o.num_clients;  // open round 1 once every virtual client is in
-  fedavg.train = {o.local_epochs, o.batch_size, o.learning_rate, o.seed};
-  TESSERA_ASSIGN_OR_RETURN(auto strategy, coordinator::FedAvgStrategy::Create(fedavg));
 
   coordinator::CoordinatorOptions copts;
   copts.round.run_id = StrCat("sim-", o.seed);
@@ -396,8 +434,9 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   scheduler.set_coordinator(coordinator.get());
 
   if (o.progress) {
-    std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads\n",
-                 o.num_clients, ToString(pspec).c_str(), o.model.c_str(), o.rounds, o.fraction, threads);
+    std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads%s%s\n",
+                 o.num_clients, ToString(pspec).c_str(), o.model.c_str(), o.rounds, o.fraction, threads,
+                 o.strategy.name == "fedavg" ? "" : ", strategy ", o.strategy.name == "fedavg" ? "" : o.strategy.name.c_str());
     std::fflush(o.progress);
   }
   InMemoryChannel registrar(coordinator.get());

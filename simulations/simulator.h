@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/round_state_machine.h"
+#include "coordinator/strategy_factory.h"
 #include "security/secagg/config.h"
 
 namespace tessera::simulations {
@@ -29,6 +30,7 @@ struct SimulationOptions {
   int local_epochs = 1;
   int batch_size = 10;
   double learning_rate = 0.05;
+  coordinator::StrategyOptions strategy;  // fedavg unless set (coordinator/strategy_factory.h)
   uint64_t seed = 1;
   double client_test_fraction = 0.1;  // each client's local held-out split
   int threads = 0;                    // 0: the machine's cores
@@ -41,6 +43,9 @@ struct SimulationOptions {
   // `dropout_stage` (advertise, share, masked, unmasking; "train" for plain rounds: before upload).
   double dropout = 0;
   std::string dropout_stage = "unmasking";
+  // Byzantine clients: the first `attackers` virtual clients train, then upload their update
+  // reversed and scaled by 10 (global - 10 * delta), to try the robust strategies.
+  int attackers = 0;
   // DP-FedAvg (clipping, noise, adaptive clipping, budget); the noise is seeded from `seed`.
   coordinator::RoundConfig::Dp dp;
   std::FILE* progress = stdout;       // a line per round (nullptr = quiet)

@@ -423,6 +423,44 @@ TEST_F(CliTest, ConfigFileSetsFlagsWithDashesOrUnderscores) {
   EXPECT_EQ(ReadJsonLines(out / "metrics.jsonl").size(), 2u);
 }
 
+TEST_F(CliTest, StrategyFromFlagOrStrategyTableRunsAndIsRecorded) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const std::string config =
+      WriteConfig("fedadam.toml", std::string(kTinyToml) + "[strategy]\nname = \"fedadam\"\nserver_lr = 0.02\n");
+  const fs::path adam = tmp_.Join("adam");
+  Outcome o = Tessera({"simulate", "--config", config, "--output", adam.string()});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  json c = ReadJson(adam / "summary.json")["config"];
+  EXPECT_EQ(c["strategy"], "fedadam");
+  EXPECT_EQ(c["server_lr"], 0.02);
+
+  const fs::path median = tmp_.Join("median");
+  o = TinySimulate({"--strategy", "median", "--quiet", "--output", median.string()});
+  ASSERT_EQ(o.exit_code, 0) << o;
+  EXPECT_EQ(ReadJson(median / "summary.json")["config"]["strategy"], "median");
+  std::vector<json> rounds = ReadJsonLines(median / "metrics.jsonl");
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0]["outcome"], "completed") << rounds[0].dump();
+}
+
+// Byzantine clients (--attackers upload their update reversed and scaled by 10): one of five breaks
+// FedAvg, while the coordinate-wise median of the five keeps learning.
+TEST_F(CliTest, AnAttackerBreaksFedAvgButNotTheMedian) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  auto accuracy = [&](const std::string& strategy) {
+    const fs::path out = tmp_.Join(strategy);
+    Outcome o = Tessera({"simulate", "--clients", "5", "--fraction", "1", "--rounds", "1", "--model", "logreg",
+                         "--local-epochs", "1", "--batch-size", "50", "--attackers", "1", "--strategy", strategy,
+                         "--quiet", "--output", out.string()});
+    EXPECT_EQ(o.exit_code, 0) << o;
+    return ReadJson(out / "summary.json")["final_accuracy"].get<double>();
+  };
+  const double mean = accuracy("fedavg");
+  const double median = accuracy("median");
+  EXPECT_GT(median, 0.6);
+  EXPECT_LT(mean, median - 0.3);
+}
+
 TEST_F(CliTest, CommandLineWinsOverConfigFile) {
   SKIP_WITHOUT_FASHION_MNIST();
   const std::string config = WriteConfig("tiny.toml", std::string(kTinyToml) + "rounds = 3\nseed = 7\nlr = 0.5\n");
@@ -572,6 +610,29 @@ TEST_F(BadValueTest, CoordinatorConfigFiles) {
                      {{"coordinator", "--insecure", "--config", type}, "'fraction'"},
                      {{"coordinator", "--insecure", "--config", negative}, "--rounds"},
                      {{"coordinator", "--insecure", "--config", missing}, missing}});
+}
+
+// --strategy and its parameters: a bad combination is one line and exit 2, before any data is read or any
+// port is bound (the data directory given does not exist: had the strategy been accepted, the error would
+// name it instead).
+TEST_F(BadValueTest, StrategyCombinations) {
+  auto sim = [&](std::vector<std::string> extra) {
+    return Concat({"simulate", "--data-dir", tmp_.Join("no-data")}, extra);
+  };
+  auto coord = [](std::vector<std::string> extra) {
+    return Concat({"coordinator", "--insecure", "--address", "127.0.0.1:0"}, extra);
+  };
+  const std::string table = WriteConfig("s-table.toml", "[strategy]\nname = \"fedadam\"\ntrim_fraction = 0.2\n");
+  ExpectEachRefused({{sim({"--strategy", "fedsgd"}), "'fedsgd'"},
+                     {sim({"--strategy", "fedadam", "--trim-fraction", "0.2"}), "--trim-fraction does not apply"},
+                     {sim({"--server-lr", "0.5"}), "--server-lr does not apply to --strategy fedavg"},
+                     {sim({"--strategy", "fedyogi", "--beta2", "1"}), "beta2"},
+                     {sim({"--strategy", "median", "--secure-aggregation"}), "--secure-aggregation"},
+                     {sim({"--strategy", "krum", "--clients", "10", "--fraction", "0.2"}), "only 2 results"},
+                     {sim({"--strategy", "norm-bound"}), "needs --norm-bound"},
+                     {sim({"--config", table}), "--trim-fraction does not apply"},
+                     {coord({"--strategy", "bulyan", "--min-clients", "5"}), "4f + 3"},
+                     {coord({"--strategy", "trimmed-mean", "--secure-aggregation", "--min-clients", "10"}), "--secure-aggregation"}});
 }
 
 TEST_F(BadValueTest, ClientFlagsAndConfigFiles) {

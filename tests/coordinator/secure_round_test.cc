@@ -5,10 +5,13 @@
 // dropouts the round aborts and the model stays as it was.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "client/client_runtime.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/strategy_factory.h"
 #include "core/rng.h"
 #include "simulations/in_memory_channel.h"
 #include "tests/testing/status_macros.h"
@@ -80,6 +83,7 @@ struct SecureRun {
   sa::SecAggConfig secagg;
   std::vector<std::vector<float>> deltas;
   std::vector<int64_t> weights;
+  StrategyOptions strategy;  // fedavg unless set
   std::vector<RoundSummary> history;
   std::vector<float> initial, final_model;
   bool finalize_off_lock = true;
@@ -104,7 +108,9 @@ struct SecureRun {
     FedAvgOptions fedavg;
     fedavg.fraction = 1.0;
     fedavg.min_available_clients = num_clients;
-    auto coordinator = Coordinator::Create(options, FedAvgStrategy::Create(fedavg).value(), Model(initial)).value();
+    auto coordinator =
+        Coordinator::Create(options, MakeStrategy(strategy, fedavg, /*secure_aggregation=*/true).value(), Model(initial))
+            .value();
     std::vector<std::thread> threads;
     for (int i = 0; i < num_clients; ++i) {
       ASSERT_OK(coordinator->Register(ClientId{"c" + std::to_string(i)}, {}).status());
@@ -162,6 +168,28 @@ TEST(SecureRoundTest, NoDropoutsEqualsPlaintextFedAvg) {
   EXPECT_EQ(run.history[0].outcome, RoundOutcome::kCompleted) << run.history[0].reason;
   EXPECT_EQ(run.history[0].reported, 20);
   ExpectModel(run.final_model, run.ExpectedModel());
+}
+
+// A server optimizer takes the decoded mean update as its pseudo-gradient: the new model is its
+// step from the plaintext FedAvg of the same clients.
+TEST(SecureRoundTest, ServerOptimizerStepsFromTheSecureMean) {
+  SecureRun run;
+  run.strategy.name = "fedyogi";
+  run.strategy.server_lr = 0.05;
+  run.Run();
+  ASSERT_EQ(run.history.size(), 1u);
+  EXPECT_EQ(run.history[0].outcome, RoundOutcome::kCompleted) << run.history[0].reason;
+  FedAvgOptions sampling;
+  auto plaintext = MakeStrategy(run.strategy, sampling, false).value();
+  auto expected = plaintext->NextGlobalModel(Model(run.initial), Model(run.ExpectedModel())).value();
+  auto w = expected.tensors[0].f32();
+  std::vector<float> want(w.begin(), w.end());
+  double from_fedavg = 0;
+  for (size_t j = 0; j < want.size(); ++j) {
+    EXPECT_NEAR(run.final_model[j], want[j], 1e-4) << j;
+    from_fedavg = std::max(from_fedavg, std::abs(double(run.final_model[j]) - run.ExpectedModel()[j]));
+  }
+  EXPECT_GT(from_fedavg, 1e-2) << "the strategy's step, not the FedAvg model, was published";
 }
 
 TEST(SecureRoundTest, HundredClientsTwentyPercentDropAfterMaskedInput) {
