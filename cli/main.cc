@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "cli/certs_command.h"
@@ -35,6 +36,7 @@
 #include "core/file_io.h"
 #include "core/logging.h"
 #include "core/safetensors.h"
+#include "core/status.h"
 #include "core/strings.h"
 #include "simulations/partitioner.h"
 #include "security/dp/adaptive_clipping.h"
@@ -190,11 +192,54 @@ void AddStrategy(CLI::App* sub, coordinator::StrategyOptions* o) {
   sub->add_option("--norm-bound", o->norm_bound, "norm-bound: clip each update's delta to this L2 norm");
 }
 
+// Client-side personalization and FedProx, shared by simulate and coordinator: the federation
+// chooses them, the clients do them (client/personalizer.h).
+struct PersonalizationArgs {
+  std::string mode = "none";
+  int steps = 0;
+  double ditto_lambda = 0;
+  std::string private_layers;  // comma-separated tensor-name prefixes
+  double proximal_mu = 0;
+};
+
+void AddPersonalization(CLI::App* sub, PersonalizationArgs* a) {
+  sub->add_option("--personalization", a->mode, "none | finetune | fedper | ditto (each client's personal model)")
+      ->capture_default_str();
+  sub->add_option("--personalization-steps", a->steps,
+                  "finetune: SGD steps on each received global model; ditto: personal steps per round (0: the "
+                  "round's epochs)");
+  sub->add_option("--ditto-lambda", a->ditto_lambda, "ditto: pull of the personal model toward the global one");
+  sub->add_option("--private-layers", a->private_layers,
+                  "fedper: comma-separated tensor-name prefixes kept on the clients (default: the last layer)");
+  sub->add_option("--proximal-mu", a->proximal_mu, "FedProx: mu/2 ||w - global||^2 in every client's loss (0: off)");
+}
+
+// The spec the flags describe; fedper without --private-layers keeps `model`'s last layer.
+absl::StatusOr<core::PersonalizationSpec> ResolvePersonalization(const PersonalizationArgs& a, bool secure,
+                                                                 const core::ModelWeights* model) {
+  core::PersonalizationSpec spec;
+  TESSERA_ASSIGN_OR_RETURN(spec.mode, core::ParsePersonalizationMode(a.mode));
+  spec.steps = a.steps;
+  spec.ditto_lambda = a.ditto_lambda;
+  std::stringstream layers(a.private_layers);
+  for (std::string part; std::getline(layers, part, ',');) {
+    part.erase(0, part.find_first_not_of(" \t"));
+    part.erase(part.find_last_not_of(" \t") + 1);
+    if (!part.empty()) spec.private_layers.push_back(part);
+  }
+  TESSERA_RETURN_IF_ERROR(core::ValidatePersonalization(spec, a.proximal_mu, secure));
+  if (spec.mode == core::PersonalizationMode::kFedPer && spec.private_layers.empty() && model != nullptr) {
+    spec.private_layers = core::LastLayerPrefix(*model);
+  }
+  return spec;
+}
+
 // ---------------------------------------------------------------- simulate
 struct SimulateArgs {
   Common common;
   simulations::SimulationOptions options;
   PrivacyArgs privacy;
+  PersonalizationArgs personalization;
   bool quiet = false;
 };
 
@@ -216,6 +261,7 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
   sub->add_option("--batch-size", o.batch_size, "Local batch size (B)")->capture_default_str();
   sub->add_option("--lr", o.learning_rate, "Client learning rate")->capture_default_str();
   AddStrategy(sub, &o.strategy);
+  AddPersonalization(sub, &a->personalization);
   sub->add_option("--seed", o.seed, "Seed: the same seed gives the same run")->capture_default_str();
   sub->add_option("--client-test-fraction", o.client_test_fraction, "Local held-out split of each client")
       ->capture_default_str();
@@ -240,6 +286,10 @@ int RunSimulate(CLI::App* sub, SimulateArgs& a) {
   a.options.secure_aggregation = a.privacy.secure_aggregation;
   a.options.secagg = a.privacy.secagg;
   a.options.dp = a.privacy.dp;
+  auto personalization = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, nullptr);
+  if (!personalization.ok()) return Fail("simulate", personalization.status());
+  a.options.personalization = *personalization;  // fedper's default layers: the simulator's model
+  a.options.proximal_mu = a.personalization.proximal_mu;
   auto report = simulations::RunSimulation(a.options);
   if (!report.ok()) return Fail("simulate", report.status());
   const auto& rounds = report->rounds;
@@ -270,6 +320,7 @@ struct CoordinatorArgs {
   int batch_size = 10;
   double lr = 0.05;
   coordinator::StrategyOptions strategy;
+  PersonalizationArgs personalization;
   uint64_t seed = 1;
   std::string run_id;
   std::string output;
@@ -335,6 +386,7 @@ void AddCoordinator(CLI::App& app, CoordinatorArgs* a) {
                   "(0: room for the concurrent uploads plus 8 partial ones of the model's size)")
       ->capture_default_str();
   AddStrategy(sub, &a->strategy);
+  AddPersonalization(sub, &a->personalization);
   AddPrivacy(sub, &a->privacy);
 }
 
@@ -369,12 +421,16 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
     return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
   }
+  if (auto p = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, nullptr); !p.ok()) {
+    return Fail(cmd, p.status());
+  }
   coordinator::FedAvgOptions fedavg;
   fedavg.fraction = a.fraction;
   fedavg.min_fit_clients = 1;
   fedavg.over_selection = a.over_selection;
   fedavg.min_available_clients = a.min_clients;
   fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
+  fedavg.train.proximal_mu = a.personalization.proximal_mu;
   auto strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
   if (!strategy.ok()) return Fail(cmd, strategy.status());
   auto shape = ParseShape(a.input_shape);
@@ -389,6 +445,15 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
     initial = ct::InitialWeights(spec, a.seed);
   }
   if (!initial.ok()) return Fail(cmd, initial.status());
+  if (a.personalization.mode != "none") {
+    // The clients learn the personalization from their tasks; fedper's private layers default
+    // to the model's last layer, known now.
+    auto personalization = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, &*initial);
+    if (!personalization.ok()) return Fail(cmd, personalization.status());
+    fedavg.train.personalization = *personalization;
+    strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
+    if (!strategy.ok()) return Fail(cmd, strategy.status());
+  }
 
   std::unique_ptr<EvalAdapter> evaluator;
   if (!a.eval_data_dir.empty()) {
@@ -493,6 +558,7 @@ struct ClientArgs {
   double test_fraction = 0.1;
   uint64_t data_seed = 1;
   std::string save_uploads;
+  std::string personal_state_dir;
   int connect_attempts = 8;
   bool insecure = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;
@@ -515,6 +581,8 @@ void AddClient(CLI::App& app, ClientArgs* a) {
   sub->add_option("--test-fraction", a->test_fraction, "Local held-out split")->capture_default_str();
   sub->add_option("--data-seed", a->data_seed, "Seed of the partitioning")->capture_default_str();
   sub->add_option("--save-uploads", a->save_uploads, "Keep a safetensors copy of every upload here (audit)");
+  sub->add_option("--personal-state-dir", a->personal_state_dir,
+                  "Keep this client's personal model here across rounds and restarts (default: in memory)");
   sub->add_option("--connect-attempts", a->connect_attempts, "Attempts per RPC before giving up")->capture_default_str();
   sub->add_flag("--insecure", a->insecure, "Plaintext gRPC (local experiments only)");
   sub->add_option("--tls-ca", a->tls_ca, "CA (PEM) that signed the coordinator's certificate");
@@ -570,6 +638,7 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
   client::ClientOptions options;
   options.id = core::ClientId{a.id};
   options.require_secure_aggregation = a.secure_aggregation;
+  options.personal_state_dir = a.personal_state_dir;
   if (!a.save_uploads.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(a.save_uploads, ec);

@@ -2,6 +2,8 @@
 
 #include "core/strings.h"
 
+#include <cmath>
+
 namespace tessera::core {
 
 absl::StatusOr<PersonalizationMode> ParsePersonalizationMode(std::string_view name) {
@@ -28,6 +30,29 @@ bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name) {
     if (!prefix.empty() && name.substr(0, prefix.size()) == prefix) return true;
   }
   return false;
+}
+
+absl::Status ValidatePersonalization(const PersonalizationSpec& spec, double proximal_mu, bool secure_aggregation) {
+  if (!(proximal_mu >= 0) || !std::isfinite(proximal_mu)) {
+    return absl::InvalidArgumentError("--proximal-mu must be finite and not negative");
+  }
+  if (spec.steps < 0) return absl::InvalidArgumentError("--personalization-steps must not be negative");
+  if (!(spec.ditto_lambda >= 0) || !std::isfinite(spec.ditto_lambda)) {
+    return absl::InvalidArgumentError("--ditto-lambda must be finite and not negative");
+  }
+  if (spec.mode == PersonalizationMode::kDitto && spec.ditto_lambda <= 0) {
+    return absl::InvalidArgumentError("ditto needs --ditto-lambda > 0 (its pull toward the global model)");
+  }
+  if (spec.mode == PersonalizationMode::kFinetune && spec.steps <= 0) {
+    return absl::InvalidArgumentError("finetune needs --personalization-steps > 0");
+  }
+  if (spec.mode == PersonalizationMode::kFedPer && secure_aggregation) {
+    return absl::InvalidArgumentError("fedper keeps layers private, which secure aggregation's sum cannot skip");
+  }
+  if (spec.mode != PersonalizationMode::kFedPer && !spec.private_layers.empty()) {
+    return absl::InvalidArgumentError("--private-layers is for fedper only");
+  }
+  return absl::OkStatus();
 }
 
 ModelWeights SharedTensors(const ModelWeights& weights, const PersonalizationSpec& spec) {

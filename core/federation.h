@@ -50,6 +50,9 @@ bool IsPrivateTensor(const PersonalizationSpec& spec, std::string_view name);
 ModelWeights SharedTensors(const ModelWeights& weights, const PersonalizationSpec& spec);
 // `base` with every tensor that `update` has (by name) taken from `update`.
 ModelWeights MergeTensors(ModelWeights base, const ModelWeights& update);
+// INVALID_ARGUMENT for settings that cannot work: negative steps, lambda or mu; ditto without
+// lambda; fedper together with secure aggregation (its sum covers every layer).
+absl::Status ValidatePersonalization(const PersonalizationSpec& spec, double proximal_mu, bool secure_aggregation);
 // fedper's default private layers: the model's last layer (the prefix of its last tensor,
 // e.g. "fc3." for fc3.weight / fc3.bias).
 std::vector<std::string> LastLayerPrefix(const ModelWeights& weights);

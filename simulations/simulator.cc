@@ -7,13 +7,18 @@
 #include <cmath>
 #include <thread>
 
+#include <unistd.h>
+
 #include "client/client_runtime.h"
+#include "client/personalizer.h"
 #include "client/data/csv_reader.h"
 #include "client/data/idx_reader.h"
 #include "client/torch/torch_trainer.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/run_log.h"
+#include "core/file_io.h"
 #include "core/logging.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "core/strings.h"
 #include "core/thread_pool.h"
@@ -28,6 +33,11 @@ using client::DatasetView;
 using core::ClientId;
 using core::StrCat;
 namespace ct = client::torch;
+
+// A virtual client's personal state directory.
+std::string PersonalDir(const std::string& root, const ClientId& id) {
+  return (std::filesystem::path(root) / id.value).string();
+}
 
 struct VirtualClient {
   ClientId id;
@@ -167,6 +177,8 @@ class Scheduler final : public coordinator::ClientSender {
     for (size_t i = 0; i < clients->size(); ++i) index_[(*clients)[i].id] = i;
   }
   void set_coordinator(coordinator::Coordinator* c) { coordinator_ = c; }
+  // Where virtual clients keep their personal models (one directory each).
+  void set_personal_dir(std::string dir) { personal_dir_ = std::move(dir); }
 
   void SendTask(const ClientId& client, const core::TrainTask& task) override {
     const VirtualClient* vc = &(*clients_)[index_.at(client)];
@@ -214,6 +226,9 @@ class Scheduler final : public coordinator::ClientSender {
     DroppingChannel dropping(channel, drop_before_);
     client::ClientOptions options;
     options.id = vc.id;
+    if (task.config.personalization.mode != core::PersonalizationMode::kNone) {
+      options.personal_state_dir = PersonalDir(personal_dir_, vc.id);
+    }
     client::ClientRuntime runtime(std::move(options), Drops(vc, task.ref.round) ? &dropping : channel,
                                   vc.attacker ? &attacking : honest);
     return runtime.RunTask(task).status();
@@ -250,6 +265,7 @@ class Scheduler final : public coordinator::ClientSender {
   }
 
   const std::vector<VirtualClient>* clients_;
+  std::string personal_dir_;
   const ct::ModelSpec spec_;
   const int torch_threads_;
   const double dropout_;
@@ -267,6 +283,59 @@ class Scheduler final : public coordinator::ClientSender {
   core::ThreadPool pool_;
 };
 
+// Every client's held-out accuracy with the final global model and with its personal model.
+absl::StatusOr<PersonalizationReport> EvaluatePersonalization(const std::vector<VirtualClient>& clients,
+                                                              const ct::ModelSpec& spec,
+                                                              const core::ModelWeights& global,
+                                                              const core::TrainConfig& train,
+                                                              const std::string& personal_root, int threads) {
+  std::vector<std::optional<std::pair<double, double>>> accuracy(clients.size());
+  std::vector<absl::Status> errors(clients.size());
+  {
+    core::ThreadPool pool(threads, [] { ct::ConfigureTorchThreads(1); });
+    for (size_t i = 0; i < clients.size(); ++i) {
+      pool.Submit([&, i] {
+        const VirtualClient& vc = clients[i];
+        if (vc.eval.empty() || vc.train.empty()) return;
+        auto trainer = ct::TorchTrainer::Create(spec, vc.train, vc.eval);
+        if (!trainer.ok()) {
+          errors[i] = trainer.status();
+          return;
+        }
+        auto personalizer = client::Personalizer::Open(PersonalDir(personal_root, vc.id));
+        if (!personalizer.ok()) {
+          errors[i] = personalizer.status();
+          return;
+        }
+        core::TrainConfig config = train;  // as the client would derive it for one more round
+        config.seed = core::DeriveSeed(train.seed, {core::StableHash(vc.id.value), 0xffffffffULL});
+        auto personal = (*personalizer)->PersonalModel(global, config, **trainer);
+        auto g = personal.ok() ? (*trainer)->Evaluate(global) : personal.status();
+        auto p = g.ok() ? (*trainer)->Evaluate(*personal) : g.status();
+        if (!p.ok()) {
+          errors[i] = p.status();
+          return;
+        }
+        accuracy[i] = {g->at("accuracy"), p->at("accuracy")};
+      });
+    }
+  }
+  PersonalizationReport report;
+  report.mode = std::string(core::PersonalizationModeName(train.personalization.mode));
+  for (size_t i = 0; i < clients.size(); ++i) {
+    TESSERA_RETURN_IF_ERROR(errors[i]);
+    if (!accuracy[i]) continue;
+    ++report.clients;
+    report.mean_global_accuracy += accuracy[i]->first;
+    report.mean_personal_accuracy += accuracy[i]->second;
+  }
+  if (report.clients > 0) {
+    report.mean_global_accuracy /= report.clients;
+    report.mean_personal_accuracy /= report.clients;
+  }
+  return report;
+}
+
 coordinator::FedAvgOptions SamplingOptions(const SimulationOptions& o) {
   coordinator::FedAvgOptions fedavg;
   fedavg.fraction = o.fraction;
@@ -274,6 +343,8 @@ coordinator::FedAvgOptions SamplingOptions(const SimulationOptions& o) {
   fedavg.over_selection = o.over_selection;
   fedavg.min_available_clients = o.num_clients;  // open round 1 once every virtual client is in
   fedavg.train = {o.local_epochs, o.batch_size, o.learning_rate, o.seed};
+  fedavg.train.proximal_mu = o.proximal_mu;
+  fedavg.train.personalization = o.personalization;
   return fedavg;
 }
 
@@ -292,6 +363,7 @@ absl::Status Validate(const SimulationOptions& o) {
   if (o.attackers < 0 || o.attackers > o.num_clients) {
     return absl::InvalidArgumentError("--attackers must be in [0, --clients]");
   }
+  TESSERA_RETURN_IF_ERROR(ValidatePersonalization(o.personalization, o.proximal_mu, o.secure_aggregation));
 
   return absl::OkStatus();
 }
@@ -354,6 +426,13 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"dp_adaptive_clipping", o.dp.adaptive.has_value()}};
   j["attackers"] = o.attackers;
   j["strategy"] = o.strategy.name;
+  j["proximal_mu"] = o.proximal_mu;
+  j["personalization"] = std::string(core::PersonalizationModeName(o.personalization.mode));
+  if (o.personalization.mode != core::PersonalizationMode::kNone) {
+    j["personalization_steps"] = o.personalization.steps;
+    j["ditto_lambda"] = o.personalization.ditto_lambda;
+    j["private_layers"] = o.personalization.private_layers;
+  }
   for (const auto& [key, value] : coordinator::SetParameters(o.strategy)) j[key] = value;
   if (o.secure_aggregation) {
     j["secagg"] = {{"neighbours", o.secagg.neighbours}, {"threshold", o.secagg.threshold},
@@ -389,6 +468,31 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
 
   ct::ModelSpec spec{o.model, train->example_shape, train->num_classes};
   TESSERA_ASSIGN_OR_RETURN(core::ModelWeights initial, ct::InitialWeights(spec, o.seed));
+  SimulationOptions resolved = o;
+  core::PersonalizationSpec& personalization = resolved.personalization;
+  if (personalization.mode == core::PersonalizationMode::kFedPer && personalization.private_layers.empty()) {
+    personalization.private_layers = core::LastLayerPrefix(initial);
+    TESSERA_ASSIGN_OR_RETURN(strategy, coordinator::MakeStrategy(o.strategy, SamplingOptions(resolved),
+                                                                 o.secure_aggregation));
+  }
+  // Personal models live on disk, not in memory: an idle virtual client stays a descriptor.
+  std::optional<std::filesystem::path> scratch;
+  std::string personal_root = o.personal_state_dir;
+  if (personalization.mode != core::PersonalizationMode::kNone && personal_root.empty()) {
+    if (!o.output_dir.empty()) {
+      personal_root = (std::filesystem::path(o.output_dir) / "personal").string();
+    } else {
+      scratch = std::filesystem::temp_directory_path() / StrCat("tessera_personal_", ::getpid(), "_", o.seed);
+      personal_root = scratch->string();
+    }
+  }
+  struct RemoveScratch {
+    std::optional<std::filesystem::path>* dir;
+    ~RemoveScratch() {
+      std::error_code ec;
+      if (*dir) std::filesystem::remove_all(**dir, ec);
+    }
+  } remove_scratch{&scratch};
 
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int threads = o.threads > 0 ? o.threads : cores;
@@ -432,6 +536,7 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
   TESSERA_ASSIGN_OR_RETURN(auto coordinator,
                            coordinator::Coordinator::Create(copts, std::move(strategy), std::move(initial), deps));
   scheduler.set_coordinator(coordinator.get());
+  scheduler.set_personal_dir(personal_root);
 
   if (o.progress) {
     std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads%s%s\n",
@@ -448,8 +553,27 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
 
   SimulationReport report;
   report.rounds = coordinator->history();
+  if (personalization.mode != core::PersonalizationMode::kNone) {
+    TESSERA_ASSIGN_OR_RETURN(report.personalization,
+                             EvaluatePersonalization(clients, spec, *coordinator->global_model()->weights,
+                                                     SamplingOptions(resolved).train, personal_root, threads));
+    const PersonalizationReport& p = *report.personalization;
+    if (o.progress) {
+      std::fprintf(o.progress, "personalization %s: mean client accuracy %.4f global, %.4f personal (%d clients)\n",
+                   p.mode.c_str(), p.mean_global_accuracy, p.mean_personal_accuracy, p.clients);
+      std::fflush(o.progress);
+    }
+    if (!o.output_dir.empty()) {
+      nlohmann::json j = {{"personalization", p.mode},
+                          {"clients", p.clients},
+                          {"mean_global_accuracy", p.mean_global_accuracy},
+                          {"mean_personal_accuracy", p.mean_personal_accuracy}};
+      TESSERA_RETURN_IF_ERROR(core::WriteFileAtomic(
+          (std::filesystem::path(o.output_dir) / "personalization.json").string(), j.dump(2) + "\n"));
+    }
+  }
   report.wall_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
-  TESSERA_RETURN_IF_ERROR(log->WriteSummary(OptionsJson(o)));
+  TESSERA_RETURN_IF_ERROR(log->WriteSummary(OptionsJson(resolved)));
   return report;
 }
 

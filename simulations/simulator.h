@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -46,14 +47,31 @@ struct SimulationOptions {
   // Byzantine clients: the first `attackers` virtual clients train, then upload their update
   // reversed and scaled by 10 (global - 10 * delta), to try the robust strategies.
   int attackers = 0;
+  // Client-side personalization (finetune, fedper, ditto) and FedProx's proximal term. fedper's
+  // private layers default to the model's last layer.
+  core::PersonalizationSpec personalization;
+  double proximal_mu = 0;
+  // Where the virtual clients keep their personal models ("": output_dir/personal, or a
+  // temporary directory removed at the end without an output directory).
+  std::string personal_state_dir;
   // DP-FedAvg (clipping, noise, adaptive clipping, budget); the noise is seeded from `seed`.
   coordinator::RoundConfig::Dp dp;
   std::FILE* progress = stdout;       // a line per round (nullptr = quiet)
 };
 
+// After a personalized run: every client's accuracy on its own held-out data, for the final
+// global model and for its personal model (given that global model), averaged over clients.
+struct PersonalizationReport {
+  std::string mode;
+  int clients = 0;  // clients with held-out data
+  double mean_global_accuracy = 0;
+  double mean_personal_accuracy = 0;
+};
+
 struct SimulationReport {
   std::vector<coordinator::RoundSummary> rounds;
   double wall_seconds = 0;
+  std::optional<PersonalizationReport> personalization;
 };
 
 // INVALID_ARGUMENT for bad options, NOT_FOUND for missing data; otherwise runs every round.

@@ -12,8 +12,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "core/file_io.h"
 #include "tests/testing/fakes.h"
 #include "tests/testing/status_macros.h"
+#include "tests/testing/temp_dir.h"
 
 namespace tessera::client {
 namespace {
@@ -569,5 +571,135 @@ TEST(ClientRuntimePrivacyTest, DpClippingUploadsGlobalPlusClippedDeltaAndReports
   EXPECT_EQ(channel.uploads[0].metrics.at(core::kUnclippedMetric), 0.0);  // it was clipped
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Personalization (client/personalizer.h)
+
+namespace personal {
+
+// body.w [2] and head.w [2]: fedper keeps "head." on the client.
+core::ModelWeights TwoLayerModel(float body, float head) {
+  core::ModelWeights w;
+  w.tensors.push_back(core::NamedTensor::FromFloats("body.w", {2}, std::vector<float>{body, body}));
+  w.tensors.push_back(core::NamedTensor::FromFloats("head.w", {2}, std::vector<float>{head, head}));
+  return w;
+}
+
+TrainTask PersonalTask(core::RoundNumber round, core::PersonalizationMode mode) {
+  TrainTask t = MakeTask(round, "pat");
+  t.config.personalization.mode = mode;
+  t.config.personalization.steps = 5;
+  t.config.personalization.ditto_lambda = 0.5;
+  if (mode == core::PersonalizationMode::kFedPer) t.config.personalization.private_layers = {"head."};
+  return t;
+}
+
+class ProximalFakeTrainer final : public Trainer {
+ public:
+  explicit ProximalFakeTrainer(Trainer* inner) : inner_(inner) {}
+  absl::StatusOr<TrainOutput> Train(const core::ModelWeights& g, const core::TrainConfig& c) override {
+    return inner_->Train(g, c);
+  }
+  absl::StatusOr<TrainOutput> TrainToward(const core::ModelWeights& start, const core::ModelWeights& anchor,
+                                          const core::TrainConfig& c) override {
+    anchors.push_back(anchor);
+    return inner_->Train(start, c);
+  }
+  absl::StatusOr<core::Metrics> Evaluate(const core::ModelWeights& w) override { return inner_->Evaluate(w); }
+  std::vector<core::ModelWeights> anchors;
+
+ private:
+  Trainer* inner_;
+};
+
+TEST(PersonalizationTest, FedPerNeverUploadsPrivateLayersAndTrainsWithItsOwn) {
+  testutil::ScopedTempDir dir;
+  FakeChannel channel;
+  channel.model = TwoLayerModel(10, 20);
+  FakeTrainer trainer(&channel.events);  // adds 1 to every weight
+  ClientOptions options = Options("pat");
+  options.personal_state_dir = dir.path();
+  ClientRuntime runtime(options, &channel, &trainer);
+  ASSERT_OK(runtime.RunTask(PersonalTask(1, core::PersonalizationMode::kFedPer)));
+  ASSERT_OK(runtime.RunTask(PersonalTask(2, core::PersonalizationMode::kFedPer)));
+
+  ASSERT_EQ(channel.uploads.size(), 2u);
+  for (const core::TrainResult& up : channel.uploads) {
+    ASSERT_EQ(up.weights.tensors.size(), 1u);  // the head never left
+    EXPECT_EQ(up.weights.tensors[0].name(), "body.w");
+    EXPECT_EQ(up.weights.Find("head.w"), nullptr);
+  }
+  // Round 1 trained from the global model; round 2 from the global body and this client's own
+  // head (20 + 1 after round 1), not the global's 20.
+  ASSERT_EQ(trainer.trained_from.size(), 2u);
+  EXPECT_EQ(trainer.trained_from[0].tensors[1].f32()[0], 20.0f);
+  EXPECT_EQ(trainer.trained_from[1].tensors[0].f32()[0], 10.0f);
+  EXPECT_EQ(trainer.trained_from[1].tensors[1].f32()[0], 21.0f);
+  // The personal model was evaluated and reported; the trained shared part is not evaluated alone.
+  EXPECT_THAT(channel.uploads[1].metrics, Contains(Key("personal_eval_accuracy")));
+  EXPECT_THAT(channel.uploads[1].metrics, Not(Contains(Key("eval_accuracy"))));
+
+  // A restarted client (a new runtime on the same state directory) keeps its head: 21 + 1.
+  FakeTrainer after_restart(&channel.events);
+  ClientRuntime restarted(options, &channel, &after_restart);
+  ASSERT_OK(restarted.RunTask(PersonalTask(3, core::PersonalizationMode::kFedPer)));
+  ASSERT_EQ(after_restart.trained_from.size(), 1u);
+  EXPECT_EQ(after_restart.trained_from[0].tensors[1].f32()[0], 22.0f);
+  EXPECT_EQ(after_restart.trained_from[0].tensors[0].f32()[0], 10.0f);
+}
+
+TEST(PersonalizationTest, FinetuneKeepsTheFineTunedGlobalAndItSurvivesARestart) {
+  testutil::ScopedTempDir dir;
+  FakeChannel channel;
+  channel.model = TwoLayerModel(10, 20);
+  FakeTrainer trainer(&channel.events);
+  trainer.delta = 0.5f;
+  ClientOptions options = Options("pat");
+  options.personal_state_dir = dir.path();
+  ClientRuntime runtime(options, &channel, &trainer);
+  ASSERT_OK(runtime.RunTask(PersonalTask(1, core::PersonalizationMode::kFinetune)));
+  // Federated training, then the fine-tuning pass from the received global with its step budget.
+  ASSERT_EQ(trainer.configs.size(), 2u);
+  EXPECT_EQ(trainer.configs[0].max_steps, 0);
+  EXPECT_EQ(trainer.configs[1].max_steps, 5);
+  EXPECT_EQ(trainer.trained_from[1].tensors[0].f32()[0], 10.0f);
+  // The whole model was uploaded (finetune shares everything).
+  ASSERT_EQ(channel.uploads.size(), 1u);
+  EXPECT_EQ(channel.uploads[0].weights.tensors.size(), 2u);
+
+  ASSERT_OK_AND_ASSIGN(auto reopened, Personalizer::Open(dir.path()));
+  ASSERT_NE(reopened->saved(), nullptr);
+  EXPECT_EQ(reopened->saved()->tensors[0].f32()[0], 10.5f);
+  EXPECT_EQ(reopened->saved_round(), 1u);
+}
+
+TEST(PersonalizationTest, DittoTrainsItsPersonalModelTowardTheGlobalFromWhereItWas) {
+  testutil::ScopedTempDir dir;
+  FakeChannel channel;
+  channel.model = TwoLayerModel(10, 20);
+  std::vector<std::string> events;
+  FakeTrainer inner(&events);
+  ProximalFakeTrainer trainer(&inner);
+  ClientOptions options = Options("pat");
+  options.personal_state_dir = dir.path();
+  ClientRuntime runtime(options, &channel, &trainer);
+  ASSERT_OK(runtime.RunTask(PersonalTask(1, core::PersonalizationMode::kDitto)));
+  ASSERT_OK(runtime.RunTask(PersonalTask(2, core::PersonalizationMode::kDitto)));
+  ASSERT_EQ(trainer.anchors.size(), 2u);  // one personal pass per round, anchored at the global
+  EXPECT_EQ(trainer.anchors[1].tensors[0].f32()[0], 10.0f);
+  // inner.trained_from: fed 1, personal 1 (from the global), fed 2, personal 2 (from 11).
+  ASSERT_EQ(inner.trained_from.size(), 4u);
+  EXPECT_EQ(inner.trained_from[1].tensors[0].f32()[0], 10.0f);
+  EXPECT_EQ(inner.trained_from[3].tensors[0].f32()[0], 11.0f);
+  EXPECT_DOUBLE_EQ(inner.configs[3].proximal_mu, 0.5);  // lambda
+}
+
+TEST(PersonalizationTest, ADamagedPersonalModelIsRefusedNotReplaced) {
+  testutil::ScopedTempDir dir;
+  ASSERT_OK(core::WriteFileAtomic(dir.path() + "/personal.safetensors", "garbage"));
+  EXPECT_CODE(Personalizer::Open(dir.path()), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace personal
 }  // namespace
 }  // namespace tessera::client

@@ -550,3 +550,46 @@ TEST(CoordinatorTest, WaitFinishedReturnsTrueAfterTheLastRound) {
 
 }  // namespace
 }  // namespace tessera::coordinator
+
+namespace tessera::coordinator {
+namespace {
+
+// fedper: clients upload the shared layers only; the round averages those and the global
+// model's private layers stay as they were. A full upload does not fit the round's layout.
+TEST(FedPerRoundTest, AggregatesTheSharedLayersAndKeepsTheRest) {
+  auto model = [](float body, float head) {
+    core::ModelWeights w;
+    w.tensors.push_back(core::NamedTensor::FromFloats("body.w", {2}, std::vector<float>{body, body}));
+    w.tensors.push_back(core::NamedTensor::FromFloats("head.w", {2}, std::vector<float>{head, head}));
+    return w;
+  };
+  CoordinatorOptions options;
+  options.round.run_id = "fedper";
+  options.round.num_rounds = 1;
+  FedAvgOptions fedavg;
+  fedavg.fraction = 1.0;
+  fedavg.min_available_clients = 2;
+  fedavg.train.personalization.mode = core::PersonalizationMode::kFedPer;
+  fedavg.train.personalization.private_layers = {"head."};
+  core::FakeClock clock;
+  testutil::RecordingSender sender;
+  CoordinatorDeps deps;
+  deps.clock = &clock;
+  deps.extra_sender = &sender;
+  ASSERT_OK_AND_ASSIGN(auto c, Coordinator::Create(options, FedAvgStrategy::Create(fedavg).value(), model(0, 5), deps));
+  ASSERT_OK(c->Register(ClientId{"a"}, {}));
+  ASSERT_OK(c->Register(ClientId{"b"}, {}));
+  ASSERT_EQ(sender.sent.size(), 2u);
+  EXPECT_EQ(sender.sent[0].second.config.personalization.private_layers, std::vector<std::string>{"head."});
+  auto shared = [&](float v) { return core::SharedTensors(model(v, 99), fedavg.train.personalization); };
+  EXPECT_CODE(c->SubmitResult(ClientId{"a"}, ResultFor(*sender.LastTaskFor(ClientId{"a"}), model(2, 99), 1)),
+              absl::StatusCode::kInvalidArgument);  // the head must not come
+  ASSERT_OK(c->SubmitResult(ClientId{"b"}, ResultFor(*sender.LastTaskFor(ClientId{"b"}), shared(4), 1)));
+  ASSERT_TRUE(c->finished());
+  const core::ModelWeights& global = *c->global_model()->weights;
+  EXPECT_EQ(global.tensors[0].f32()[0], 4.0f);  // b's body (a was rejected)
+  EXPECT_EQ(global.tensors[1].f32()[0], 5.0f);  // the head as it was
+}
+
+}  // namespace
+}  // namespace tessera::coordinator
