@@ -140,6 +140,7 @@ int Main() {
     auto make_http = [&]() -> std::function<bool()> {
       auto c = std::make_shared<httplib::Client>("127.0.0.1", http->port());
       c->set_keep_alive(true);
+      c->set_tcp_nodelay(true);
       return [c, &body] {
         auto r = c->Post("/v1/predict", body, "application/json");
         return r && r->status == 200;

@@ -172,6 +172,11 @@ TEST_F(ServingTest, HttpRefusesBadRequestsWithJsonErrors) {
   ExpectJsonError(post(too_many + "]}"), 400, "batch above the cap");
   ExpectJsonError(post("{\"instances\": [" + row + "], \"pad\": \"" + std::string(70 * 1024, 'x') + "\"}"), 413,
                   "body above the limit");
+  // curl's default type for --data: cpp-httplib caps such bodies at 8 KiB; the error says what to do.
+  auto form = c.Post("/v1/predict", "{\"instances\": [" + row + "], \"pad\": \"" + std::string(9000, 'x') + "\"}",
+                     "application/x-www-form-urlencoded");
+  ExpectJsonError(form, 413, "form-encoded body above 8 KiB");
+  EXPECT_NE(form->body.find("application/json"), std::string::npos) << form->body;
   ExpectJsonError(c.Get("/v1/nothing"), 404, "unknown path");
   ExpectJsonError(c.Post("/v2/predict", "{}", "application/json"), 404, "unknown path (POST)");
   ExpectJsonError(c.Get("/v1/predict"), 405, "GET on predict");
