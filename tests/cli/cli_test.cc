@@ -84,23 +84,48 @@ std::vector<json> ReadJsonLines(const fs::path& path) {
 
 json ReadJson(const fs::path& path) { return json::parse(Slurp(path), nullptr, false); }
 
-// A loopback port nothing listens on: bound by the kernel's choice, then released.
-int ClosedLoopbackPort() {
+// A socket bound to a loopback port of the kernel's choice (-1 on failure); `port` receives it.
+int BindLoopback(int* port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 1;
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = 0;
   socklen_t len = sizeof(addr);
-  int port = 1;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
+    *port = ntohs(addr.sin_port);
+    return fd;
   }
   ::close(fd);
+  return -1;
+}
+
+// A loopback port nothing listens on: bound by the kernel's choice, then released.
+int ClosedLoopbackPort() {
+  int port = 1;
+  if (int fd = BindLoopback(&port); fd >= 0) ::close(fd);
   return port;
 }
+
+// A loopback port another socket listens on while this object lives.
+class TakenLoopbackPort {
+ public:
+  TakenLoopbackPort() : fd_(BindLoopback(&port_)) {
+    if (fd_ >= 0) ::listen(fd_, 4);
+  }
+  ~TakenLoopbackPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  TakenLoopbackPort(const TakenLoopbackPort&) = delete;
+  TakenLoopbackPort& operator=(const TakenLoopbackPort&) = delete;
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_ = 0;
+  int fd_;
+};
 
 struct Outcome {
   int exit_code = -1;  // -1: did not finish in time (and was killed)
@@ -253,6 +278,27 @@ TEST_F(CliTest, ClientWithoutIdIsRejected) {
   Outcome o = Tessera({"client", "--insecure", "--coordinator", "127.0.0.1:1"});
   ExpectUsageError(o);
   EXPECT_THAT(o.err, HasSubstr("--id"));
+}
+
+// --serve / --serve-grpc on a port another process listens on: exit 1 with one line, before
+// the client contacts the coordinator (none runs here); a malformed address is a usage error.
+TEST_F(CliTest, ClientRefusesToServeOnATakenPortOrAMalformedAddress) {
+  SKIP_WITHOUT_FASHION_MNIST();  // the data is loaded before the servers start
+  TakenLoopbackPort taken;
+  const std::vector<std::string> client = {"client", "--insecure", "--coordinator", "127.0.0.1:1", "--id", "c0",
+                                           "--model", "logreg", "--num-partitions", "60"};
+  for (const char* flag : {"--serve", "--serve-grpc"}) {
+    SCOPED_TRACE(flag);
+    std::vector<std::string> args = client;
+    args.insert(args.end(), {flag, taken.address()});
+    Outcome o = Tessera(args, 60s);
+    EXPECT_EQ(o.exit_code, 1) << o;
+    ASSERT_EQ(o.err_lines.size(), 1u) << o;
+    EXPECT_THAT(o.err, HasSubstr("cannot listen on " + taken.address() + ": Address already in use")) << o;
+    EXPECT_EQ(o.out, "") << o;
+    args.back() = "no-port";
+    ExpectUsageError(Tessera(args, 60s));
+  }
 }
 
 TEST_F(CliTest, CoordinatorWithoutTlsOrInsecureRefusesToStart) {
