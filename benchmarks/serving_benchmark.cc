@@ -2,7 +2,7 @@
 // latency measured in the same run: the McMahan et al. 2NN (MLP 784-200-200-10) on libtorch,
 // Fashion-MNIST-shaped raw inputs.
 //
-//   bare        TorchPredictor::Predict (libtorch, weights loaded per call, 1 intra-op thread)
+//   bare        TorchPredictor::Predict (libtorch, weights loaded once, 1 intra-op thread)
 //   service     PredictionService::Predict (validation + preprocessing + the above)
 //   http        POST /v1/predict, one keep-alive connection, JSON both ways
 //   grpc        Predictor.Predict, one channel, raw float32 bytes both ways
@@ -97,7 +97,7 @@ int Main() {
   client::torch::ConfigureTorchThreads(1);
   const client::torch::ModelSpec spec{"mlp", {1, 28, 28}, 10};
   auto weights = std::make_shared<const core::ModelWeights>(client::torch::InitialWeights(spec, 1).value());
-  auto predictor = std::shared_ptr<const serving::BatchPredictor>(client::torch::TorchPredictor::Create(spec, weights).value());
+  auto predictor = std::shared_ptr<const serving::BatchPredictor>(client::torch::TorchPredictor::Create(spec, *weights).value());
 
   serving::ServingOptions options;
   options.num_features = kFeatures;

@@ -64,7 +64,7 @@ void ServeModel(ClientServing& serving, const core::ModelWeights& model, core::M
   snapshot->round = round;
   snapshot->metrics = metrics;
   snapshot->weights = std::make_shared<const core::ModelWeights>(model);
-  auto predictor = client::torch::TorchPredictor::Create(serving.spec, snapshot->weights);
+  auto predictor = client::torch::TorchPredictor::Create(serving.spec, model);
   absl::Status s = predictor.status();
   if (s.ok()) {
     snapshot->predictor = *std::move(predictor);

@@ -18,13 +18,13 @@ std::vector<float> Inputs(int64_t batch) {
 }
 
 TEST(TorchPredictorTest, MatchesTheTrainersPredictionExactlyFromManyThreads) {
-  auto weights = std::make_shared<const core::ModelWeights>(InitialWeights(kSpec, 7).value());
+  const core::ModelWeights weights = InitialWeights(kSpec, 7).value();
   ASSERT_OK_AND_ASSIGN(auto predictor, TorchPredictor::Create(kSpec, weights));
   EXPECT_EQ(predictor->num_features(), 16);
   EXPECT_EQ(predictor->num_classes(), 3);
   auto trainer = TorchTrainer::Create(kSpec, {}, {}).value();
   const std::vector<float> x = Inputs(5);
-  ASSERT_OK_AND_ASSIGN(std::vector<float> expected, trainer->Predict(*weights, x));
+  ASSERT_OK_AND_ASSIGN(std::vector<float> expected, trainer->Predict(weights, x));
   std::vector<std::thread> threads;
   std::vector<std::vector<float>> got(4);
   for (int t = 0; t < 4; ++t) {
@@ -37,10 +37,9 @@ TEST(TorchPredictorTest, MatchesTheTrainersPredictionExactlyFromManyThreads) {
 }
 
 TEST(TorchPredictorTest, RefusesWeightsOfAnotherModel) {
-  auto other = std::make_shared<const core::ModelWeights>(InitialWeights({"logreg", {1, 4, 4}, 3}, 7).value());
+  const core::ModelWeights other = InitialWeights({"logreg", {1, 4, 4}, 3}, 7).value();
   EXPECT_CODE(TorchPredictor::Create(kSpec, other), absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(TorchPredictor::Create(kSpec, nullptr), absl::StatusCode::kInvalidArgument);
-  EXPECT_CODE(TorchPredictor::Create({"no-such-zoo-model", {16}, 3}, nullptr), absl::StatusCode::kInvalidArgument);
+  EXPECT_CODE(TorchPredictor::Create({"no-such-zoo-model", {16}, 3}, other), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
