@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "cli/certs_command.h"
+#include "cli/client_serving.h"
 #include "cli/loadgen_command.h"
 #include "cli/config.h"
 #include "cli/models_command.h"
@@ -563,6 +564,7 @@ struct ClientArgs {
   bool insecure = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;
   bool secure_aggregation = false;
+  ServeArgs serve;
 };
 
 void AddClient(CLI::App& app, ClientArgs* a) {
@@ -591,6 +593,7 @@ void AddClient(CLI::App& app, ClientArgs* a) {
   sub->add_option("--tls-server-name", a->tls_server_name, "Expected name in the coordinator's certificate");
   sub->add_flag("--secure-aggregation", a->secure_aggregation,
                 "Take part only in securely aggregated rounds: never send a plaintext update");
+  AddServeFlags(sub, &a->serve);
 }
 
 int RunClient(CLI::App* sub, ClientArgs& a) {
@@ -654,6 +657,14 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
       }
     };
   }
+  auto serving = StartClientServing(a.serve, spec, *shared);
+  if (!serving.ok()) return Fail(cmd, serving.status());
+  if (*serving) {
+    options.on_model = [serving = *serving](const core::ModelWeights& model, core::ModelVersion version,
+                                            core::RoundNumber round, const core::Metrics& metrics) {
+      ServeModel(*serving, model, version, round, metrics);
+    };
+  }
   ct::ConfigureTorchThreads(1);
   client::ClientRuntime runtime(options, channel->get(), trainer->get());
   absl::Status s = runtime.Run(&g_stop);
@@ -664,6 +675,11 @@ int RunClient(CLI::App* sub, ClientArgs& a) {
     return Fail(cmd, s);
   }
   std::printf("tessera client '%s': run finished after %d rounds\n", a.id.c_str(), runtime.tasks_done());
+  if (*serving) {  // the served model outlives the run: serve until interrupted
+    std::printf("tessera client '%s': still serving predictions; stop with Ctrl-C\n", a.id.c_str());
+    std::fflush(stdout);
+    while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   return 0;
 }
 

@@ -35,6 +35,16 @@ absl::StatusOr<core::ModelWeights> ClippedWeights(const core::ModelWeights& glob
   return trained;
 }
 
+// Serving hook (ClientOptions::on_model): the personal model when there is one, else the global.
+void PublishModel(const ClientOptions& options, const Personalizer* personalizer, const core::TrainConfig& config,
+                  const core::ModelWeights& global, const core::TrainTask& task, const core::Metrics& metrics) {
+  if (!options.on_model) return;
+  const core::ModelWeights* personal =
+      personalizer != nullptr && config.personalization.mode != core::PersonalizationMode::kNone ? personalizer->saved()
+                                                                                                 : nullptr;
+  options.on_model(personal != nullptr ? *personal : global, task.model_version, task.ref.round, metrics);
+}
+
 }  // namespace
 
 ClientRuntime::ClientRuntime(ClientOptions options, CoordinatorChannel* channel, Trainer* trainer)
@@ -114,6 +124,7 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunTask(const core::TrainTask& ta
   result.weights = std::move(out.weights);
   if (options_.on_upload) options_.on_upload(result);
   TESSERA_ASSIGN_OR_RETURN(core::UploadAck ack, channel_->UploadResult(options_.id, result));
+  PublishModel(options_, personalizer_.get(), config, trained.global, task, result.metrics);
   ++tasks_done_;
   return ack;
 }
@@ -203,6 +214,7 @@ absl::StatusOr<core::UploadAck> ClientRuntime::RunSecureTask(const core::TrainTa
   if (unmask_request.body.index() != 2) return absl::InternalError("unexpected reply to MaskedInput");
   TESSERA_ASSIGN_OR_RETURN(sa::UnmaskingResponse response, session->UnmaskingStage(std::get<2>(unmask_request.body)));
   TESSERA_RETURN_IF_ERROR(Exchange(task, {std::move(response)}).status());
+  PublishModel(options_, personalizer_.get(), config, trained.global, task, trained.output.metrics);
   ++tasks_done_;
   return core::UploadAck{false, task.ref.round};
 }

@@ -55,6 +55,13 @@ struct ClientOptions {
   // Where this client keeps its personal model across rounds and restarts ("" = memory only);
   // used when the federation personalizes (TrainConfig::personalization).
   std::string personal_state_dir;
+  // Serving hook: called after each completed task with the model this client now serves (its
+  // personal model when the federation personalizes and it has one, else the global model it
+  // trained from), the version of that global model, the round and the round's metrics. Runs
+  // on the task thread; the reference is valid during the call only.
+  std::function<void(const core::ModelWeights& model, core::ModelVersion version, core::RoundNumber round,
+                     const core::Metrics& metrics)>
+      on_model;
 };
 
 class ClientRuntime {

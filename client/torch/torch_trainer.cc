@@ -654,6 +654,19 @@ absl::StatusOr<core::Metrics> TorchTrainer::EvaluateImpl(const core::ModelWeight
 
 absl::StatusOr<std::vector<float>> TorchTrainer::Predict(const core::ModelWeights& weights,
                                                          std::span<const float> inputs) {
+  TESSERA_RETURN_IF_ERROR(LoadForPrediction(weights));
+  return PredictLoaded(inputs);
+}
+
+absl::Status TorchTrainer::LoadForPrediction(const core::ModelWeights& weights) {
+  return RunGuarded(absl::StatusCode::kInternal, "prediction failed", [&]() -> absl::Status {
+    TESSERA_RETURN_IF_ERROR(LoadWeights(weights, model_->State()));
+    model_->SetTraining(false);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<float>> TorchTrainer::PredictLoaded(std::span<const float> inputs) {
   const int64_t numel = Numel(spec_.input_shape);
   const int64_t n = static_cast<int64_t>(inputs.size()) / numel;
   if (n < 1 || static_cast<int64_t>(inputs.size()) != n * numel) {
@@ -663,7 +676,6 @@ absl::StatusOr<std::vector<float>> TorchTrainer::Predict(const core::ModelWeight
   return RunGuarded(absl::StatusCode::kInternal, "prediction failed",
                     [&]() -> absl::StatusOr<std::vector<float>> {
                       at::init_num_threads();
-                      TESSERA_RETURN_IF_ERROR(LoadWeights(weights, model_->State()));
                       model_->SetTraining(false);
                       ::torch::NoGradGuard no_grad;
                       std::vector<float> out(static_cast<size_t>(n * spec_.num_classes));

@@ -101,6 +101,13 @@ class TorchTrainer final : public client::Trainer {
   // is not a positive multiple of the example size; INTERNAL if libtorch fails.
   absl::StatusOr<std::vector<float>> Predict(const core::ModelWeights& weights, std::span<const float> inputs);
 
+  // Predict in two steps, for serving one model many times: LoadForPrediction(weights) puts
+  // `weights` into the model (INVALID_ARGUMENT for another layout), then each PredictLoaded(inputs)
+  // runs the model as loaded (same results as Predict(weights, inputs), without copying the
+  // weights again). Train, TrainToward, Evaluate and Predict overwrite what was loaded.
+  absl::Status LoadForPrediction(const core::ModelWeights& weights);
+  absl::StatusOr<std::vector<float>> PredictLoaded(std::span<const float> inputs);
+
   const ModelSpec& spec() const { return spec_; }
   // Number of elements of the model's state (parameters and buffers).
   int64_t num_state_elements() const;

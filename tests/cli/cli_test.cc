@@ -18,6 +18,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iterator>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -84,23 +85,48 @@ std::vector<json> ReadJsonLines(const fs::path& path) {
 
 json ReadJson(const fs::path& path) { return json::parse(Slurp(path), nullptr, false); }
 
-// A loopback port nothing listens on: bound by the kernel's choice, then released.
-int ClosedLoopbackPort() {
+// A socket bound to a loopback port of the kernel's choice (-1 on failure); `port` receives it.
+int BindLoopback(int* port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 1;
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = 0;
   socklen_t len = sizeof(addr);
-  int port = 1;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
+    *port = ntohs(addr.sin_port);
+    return fd;
   }
   ::close(fd);
+  return -1;
+}
+
+// A loopback port nothing listens on: bound by the kernel's choice, then released.
+int ClosedLoopbackPort() {
+  int port = 1;
+  if (int fd = BindLoopback(&port); fd >= 0) ::close(fd);
   return port;
 }
+
+// A loopback port another socket listens on while this object lives.
+class TakenLoopbackPort {
+ public:
+  TakenLoopbackPort() : fd_(BindLoopback(&port_)) {
+    if (fd_ >= 0) ::listen(fd_, 4);
+  }
+  ~TakenLoopbackPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  TakenLoopbackPort(const TakenLoopbackPort&) = delete;
+  TakenLoopbackPort& operator=(const TakenLoopbackPort&) = delete;
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_ = 0;
+  int fd_;
+};
 
 struct Outcome {
   int exit_code = -1;  // -1: did not finish in time (and was killed)
@@ -253,6 +279,27 @@ TEST_F(CliTest, ClientWithoutIdIsRejected) {
   Outcome o = Tessera({"client", "--insecure", "--coordinator", "127.0.0.1:1"});
   ExpectUsageError(o);
   EXPECT_THAT(o.err, HasSubstr("--id"));
+}
+
+// --serve / --serve-grpc on a port another process listens on: exit 1 with one line, before
+// the client contacts the coordinator (none runs here); a malformed address is a usage error.
+TEST_F(CliTest, ClientRefusesToServeOnATakenPortOrAMalformedAddress) {
+  SKIP_WITHOUT_FASHION_MNIST();  // the data is loaded before the servers start
+  TakenLoopbackPort taken;
+  const std::vector<std::string> client = {"client", "--insecure", "--coordinator", "127.0.0.1:1", "--id", "c0",
+                                           "--model", "logreg", "--num-partitions", "60"};
+  for (const char* flag : {"--serve", "--serve-grpc"}) {
+    SCOPED_TRACE(flag);
+    std::vector<std::string> args = client;
+    args.insert(args.end(), {flag, taken.address()});
+    Outcome o = Tessera(args, 60s);
+    EXPECT_EQ(o.exit_code, 1) << o;
+    ASSERT_EQ(o.err_lines.size(), 1u) << o;
+    EXPECT_THAT(o.err, HasSubstr("cannot listen on " + taken.address() + ": Address already in use")) << o;
+    EXPECT_EQ(o.out, "") << o;
+    args.back() = "no-port";
+    ExpectUsageError(Tessera(args, 60s));
+  }
 }
 
 TEST_F(CliTest, CoordinatorWithoutTlsOrInsecureRefusesToStart) {
@@ -755,6 +802,57 @@ TEST_F(CliTest, CoordinatorStopsCleanlyOnSigterm) {
   EXPECT_EQ(o.err_lines.size(), 1u) << o;
   EXPECT_THAT(o.err, HasSubstr("stopped before the last round")) << o;
   EXPECT_TRUE(fs::exists(out / "summary.json"));
+}
+
+// A client with --serve answers over HTTP, after a 2-round run, from the global model it trained
+// from in round 2 (version 1), and keeps serving until Ctrl-C, after which it exits 0.
+TEST_F(CliTest, ClientServesPredictionsAfterItsRounds) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const fs::path port_file = tmp_.Join("port");
+  Child coordinator = Start({"coordinator", "--insecure", "--address", "127.0.0.1:0", "--port-file",
+                             port_file.string(), "--model", "logreg", "--rounds", "2", "--min-clients", "1",
+                             "--fraction", "1.0", "--local-epochs", "1", "--output", tmp_.Join("out")});
+  ASSERT_TRUE(coordinator.process->started());
+  const int port = WaitForPort(port_file, *coordinator.process);
+  ASSERT_GT(port, 0) << Collect(coordinator, std::nullopt);
+  const int serve_port = ClosedLoopbackPort();
+  Child client = Start({"client", "--insecure", "--coordinator", "127.0.0.1:" + std::to_string(port), "--id", "c0",
+                        "--model", "logreg", "--num-partitions", "30", "--serve",
+                        "127.0.0.1:" + std::to_string(serve_port)});
+  ASSERT_TRUE(client.process->started());
+  bool serving = false;
+  for (int i = 0; i < 1200 && !serving; ++i) {  // at most 60 s
+    serving = Slurp(client.out_path).find("still serving") != std::string::npos;
+    if (!serving && client.process->Wait(50ms)) break;
+  }
+  ASSERT_TRUE(serving) << Collect(client, std::nullopt);
+
+  httplib::Client http("127.0.0.1", serve_port);
+  http.set_read_timeout(10);
+  auto model = http.Get("/v1/model");
+  ASSERT_TRUE(model);
+  ASSERT_EQ(model->status, 200) << model->body;
+  json m = json::parse(model->body);
+  EXPECT_EQ(m["round"], 2);
+  EXPECT_EQ(m["model_version"], 1);
+  EXPECT_EQ(m["num_features"], 784);
+  EXPECT_TRUE(m["metrics"].contains("train_loss")) << m;
+  json instances = json::array({std::vector<int>(784, 0), std::vector<int>(784, 255)});
+  auto predicted = http.Post("/v1/predict", json{{"instances", instances}}.dump(), "application/json");
+  ASSERT_TRUE(predicted);
+  ASSERT_EQ(predicted->status, 200) << predicted->body;
+  json p = json::parse(predicted->body);
+  EXPECT_EQ(p["model_version"], 1);
+  ASSERT_EQ(p["predictions"].size(), 2u);
+  EXPECT_EQ(p["predictions"][0]["logits"].size(), 10u);
+  EXPECT_TRUE(p["predictions"][1]["label"].is_string());
+
+  client.process->Signal(SIGINT);
+  Outcome o = Collect(client, client.process->Wait(15s));
+  EXPECT_EQ(o.exit_code, 0) << o;
+  coordinator.process->Signal(SIGTERM);
+  coordinator.process->Wait(15s);
+  coordinator.process->Kill();
 }
 
 }  // namespace

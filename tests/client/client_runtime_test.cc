@@ -261,6 +261,43 @@ TEST(ClientRuntimeTest, RunTaskDownloadsTrainsEvaluatesAndUploads) {
   EXPECT_EQ(Values(audited[0].weights), Values(up.weights));
 }
 
+// The serving hook gets, after the upload, the model the client serves: the global model it
+// trained from (no personalization) or its personal model (finetune: the global one + 1 here).
+TEST(ClientRuntimeTest, OnModelGetsTheGlobalOrPersonalModelAfterEachUploadedTask) {
+  for (bool finetune : {false, true}) {
+    FakeChannel channel;
+    FakeTrainer trainer(&channel.events);
+    struct Served {
+      std::vector<float> values;
+      core::ModelVersion version;
+      core::RoundNumber round;
+      core::Metrics metrics;
+    };
+    std::vector<Served> served;
+    ClientOptions options = Options("alice");
+    options.on_model = [&](const core::ModelWeights& m, core::ModelVersion v, core::RoundNumber r,
+                           const core::Metrics& metrics) {
+      channel.events.push_back("on_model");
+      served.push_back({Values(m), v, r, metrics});
+    };
+    ClientRuntime runtime(options, &channel, &trainer);
+    TrainTask task = MakeTask(4, "alice");
+    if (finetune) task.config.personalization.mode = core::PersonalizationMode::kFinetune;
+    ASSERT_OK(runtime.RunTask(task));
+    EXPECT_EQ(channel.events.back(), "on_model") << finetune;
+    ASSERT_EQ(served.size(), 1u);
+    const std::vector<float> want = finetune ? std::vector<float>{2, 3, 4, 5} : Values(channel.model);
+    EXPECT_EQ(served[0].values, want) << finetune;
+    EXPECT_EQ(served[0].version, 3u);
+    EXPECT_EQ(served[0].round, 4u);
+    EXPECT_EQ(served[0].metrics, channel.uploads[0].metrics);
+
+    channel.acks.push_back(absl::UnavailableError("down"));  // a task that fails serves nothing new
+    EXPECT_FALSE(runtime.RunTask(MakeTask(5, "alice")).ok());
+    EXPECT_EQ(served.size(), 1u);
+  }
+}
+
 TEST(ClientRuntimeTest, RunTaskReturnsTheCoordinatorsAck) {
   FakeChannel channel;
   FakeTrainer trainer(&channel.events);
