@@ -23,6 +23,19 @@ inline std::string LoadAverage() {
   return s.substr(0, pos);
 }
 
+// The process's resident set (VmRSS of /proc/self/status) in bytes; 0 if it cannot be read.
+inline int64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long long kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<int64_t>(kib) * 1024;
+}
+
 // Fills every float tensor of `m` with distinct, cheap-to-make values in [-1, 1) from `k`;
 // writing every element pre-faults the buffers.
 inline void FillDistinct(core::ModelWeights& m, int k) {

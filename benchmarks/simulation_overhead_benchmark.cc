@@ -1,0 +1,373 @@
+// The simulator's overhead and the memory of idle virtual clients (issue 6).
+//
+// 1. Overhead: the wall time of a simulated Fashion-MNIST federation (RunSimulation: 100 IID
+//    clients, C = 0.1, the 2NN, B = 10, E = 1 and E = 5, server evaluation off, one trainer
+//    thread per core) divided by the wall time of the same local SGD steps in a bare libtorch
+//    loop (client/torch/bare_sgd.h: the same number of tasks, examples per task, epochs, batch
+//    size and threads) measured in the same run. Each figure is the best of --repeats runs that
+//    interleave the two. The federation's time is the sum of its rounds' durations (round 1 opens
+//    once every client registered, the last closes after its model is published); RunSimulation's
+//    whole wall time, with loading Fashion-MNIST and partitioning, is printed beside it.
+//    Then where the time goes: the per-task and per-round costs the bare loop does not pay.
+// 2. Memory: resident bytes per idle virtual client, built as the simulator builds them (the
+//    partitioner's index vectors, the held-out split, the descriptors, the scheduler's index and
+//    a Coordinator with every client registered), each stage measured by VmRSS before and after.
+//    Fashion-MNIST has 60,000 training examples and the partitioner refuses more clients than
+//    examples, so the 100,000 clients share a labels-only dataset of 6 examples per client.
+//
+// Usage: simulation_overhead_benchmark [--rounds N] [--repeats N] [--memory-clients N]
+//                                      [--skip-overhead] [--skip-memory]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "benchmarks/bench_util.h"
+#include "client/data/dataset.h"
+#include "client/data/idx_reader.h"
+#include "client/torch/bare_sgd.h"
+#include "client/torch/torch_trainer.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/strategy_factory.h"
+#include "core/ids.h"
+#include "core/logging.h"
+#include "core/status.h"
+#include "simulations/in_memory_channel.h"
+#include "simulations/partitioner.h"
+#include "simulations/simulator.h"
+
+namespace tessera {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace ct = client::torch;
+
+constexpr int kClients = 100;
+constexpr double kFraction = 0.1;
+constexpr int kBatchSize = 10;
+constexpr double kLearningRate = 0.05;
+constexpr double kHeldOut = 0.1;  // SimulationOptions::client_test_fraction's default
+constexpr uint64_t kSeed = 1;
+const char kDataDir[] = "/usr/share/datasets/fashion-mnist";
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Flags {
+  int rounds = 10;
+  int repeats = 3;
+  int memory_clients = 100000;
+  bool overhead = true;
+  bool memory = true;
+};
+
+// ---------------------------------------------------------------------------------------------
+// 1. Overhead.
+
+struct SimulationTimes {
+  double rounds_seconds = 0;  // sum of the rounds' durations
+  double wall_seconds = 0;    // RunSimulation, data loading included
+  double aggregate_seconds = 0;  // sum of the rounds' closing (report + next model + store)
+  double client_accuracy = 0;    // the last round's clients' train accuracy (a sanity check)
+};
+
+absl::StatusOr<SimulationTimes> TimeSimulation(int epochs, int rounds) {
+  simulations::SimulationOptions o;
+  o.data_dir = kDataDir;
+  o.num_clients = kClients;
+  o.fraction = kFraction;
+  o.rounds = rounds;
+  o.model = "mlp";
+  o.partition = "iid";
+  o.local_epochs = epochs;
+  o.batch_size = kBatchSize;
+  o.learning_rate = kLearningRate;
+  o.seed = kSeed;
+  o.client_test_fraction = kHeldOut;
+  o.threads = 0;  // the cores
+  o.server_eval = false;
+  o.progress = nullptr;
+  TESSERA_ASSIGN_OR_RETURN(simulations::SimulationReport report, simulations::RunSimulation(o));
+  SimulationTimes t;
+  t.wall_seconds = report.wall_seconds;
+  for (const coordinator::RoundSummary& r : report.rounds) {
+    t.rounds_seconds += absl::ToDoubleSeconds(r.duration);
+    t.aggregate_seconds += absl::ToDoubleSeconds(r.aggregate_time);
+  }
+  if (!report.rounds.empty()) {
+    const core::Metrics& m = report.rounds.back().client_metrics;
+    if (auto it = m.find("train_accuracy"); it != m.end()) t.client_accuracy = it->second;
+  }
+  return t;
+}
+
+// One client's training data, gathered into contiguous arrays (a device's own data).
+struct ClientData {
+  std::vector<float> features;
+  std::vector<int64_t> labels;
+};
+
+ClientData Gather(const client::Dataset& data, const std::vector<int64_t>& indices) {
+  ClientData c;
+  const int64_t numel = data.example_numel();
+  c.features.reserve(indices.size() * numel);
+  for (int64_t i : indices) {
+    c.features.insert(c.features.end(), data.example(i), data.example(i) + numel);
+    c.labels.push_back(data.labels[i]);
+  }
+  return c;
+}
+
+// Runs `tasks` BareSgd calls (task k on client k % clients.size()) on `threads` threads that take
+// the next task as they finish one, as the simulator's pool does. Returns the wall seconds.
+absl::StatusOr<double> TimeBareLoop(const std::vector<ClientData>& clients, const core::ModelWeights& initial,
+                                    const std::vector<int64_t>& input_shape, int tasks, int threads, int epochs) {
+  std::atomic<int> next{0};
+  std::vector<absl::Status> errors(threads);
+  const Clock::time_point t0 = Clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int k = next++; k < tasks; k = next++) {
+        const ClientData& c = clients[k % clients.size()];
+        ct::BareSgdOptions options{epochs, kBatchSize, kLearningRate, static_cast<uint64_t>(k)};
+        auto r = ct::BareSgd("mlp", initial, input_shape, c.features, c.labels, options);
+        if (!r.ok()) errors[t] = r.status();
+      }
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  const double seconds = Seconds(t0);
+  for (const absl::Status& s : errors) TESSERA_RETURN_IF_ERROR(s);
+  return seconds;
+}
+
+// Best-of-`repeats` seconds of `f` (one thread, the caller's).
+template <typename F>
+absl::StatusOr<double> BestOf(int repeats, F&& f) {
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const Clock::time_point t0 = Clock::now();
+    TESSERA_RETURN_IF_ERROR(f());
+    best = std::min(best, Seconds(t0));
+  }
+  return best;
+}
+
+absl::Status RunOverhead(const Flags& flags) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int sampled = static_cast<int>(kClients * kFraction);
+  TESSERA_ASSIGN_OR_RETURN(client::Dataset train_data, client::LoadFashionMnist(kDataDir, "train"));
+  auto train = std::make_shared<const client::Dataset>(std::move(train_data));
+  // The clients' local training sets, as the simulator splits them (IID, 10% held out: 540 each).
+  TESSERA_ASSIGN_OR_RETURN(auto parts, simulations::Partition(*train, kClients, {}, kSeed));
+  const std::vector<simulations::ClientSplit> splits = simulations::SplitHeldOut(parts, kHeldOut, kSeed);
+  std::vector<ClientData> clients;
+  for (const simulations::ClientSplit& s : splits) clients.push_back(Gather(*train, s.train));
+  const ct::ModelSpec spec{"mlp", train->example_shape, train->num_classes};
+  TESSERA_ASSIGN_OR_RETURN(core::ModelWeights initial, ct::InitialWeights(spec, kSeed));
+
+  std::printf("overhead: %d clients x %zu train examples, C=%.1f (%d per round), mlp, B=%d, %d rounds, %d threads\n",
+              kClients, clients[0].labels.size(), kFraction, sampled, kBatchSize, flags.rounds, cores);
+  for (int epochs : {1, 5}) {
+    SimulationTimes best_sim{1e30, 1e30, 1e30, 0};
+    double best_bare = 1e30;
+    for (int rep = 0; rep < flags.repeats; ++rep) {
+      TESSERA_ASSIGN_OR_RETURN(SimulationTimes sim, TimeSimulation(epochs, flags.rounds));
+      TESSERA_ASSIGN_OR_RETURN(double bare,
+                               TimeBareLoop(clients, initial, spec.input_shape, flags.rounds * sampled, cores, epochs));
+      std::printf("  E=%d run %d: federation %.3f s (RunSimulation %.3f s)  bare %.3f s\n", epochs, rep + 1,
+                  sim.rounds_seconds, sim.wall_seconds, bare);
+      if (sim.rounds_seconds < best_sim.rounds_seconds) best_sim = sim;
+      best_bare = std::min(best_bare, bare);
+    }
+    const int64_t steps = int64_t{flags.rounds} * sampled * epochs * ((clients[0].labels.size() + kBatchSize - 1) / kBatchSize);
+    std::printf("E=%d: federation %.3f s  bare_libtorch %.3f s  ratio: %.3f  (RunSimulation incl. data loading %.3f s: %.3f; "
+                "%lld SGD steps, bare %.0f samples/s; aggregation %.1f ms/round; last round train accuracy %.3f)\n",
+                epochs, best_sim.rounds_seconds, best_bare, best_sim.rounds_seconds / best_bare, best_sim.wall_seconds,
+                best_sim.wall_seconds / best_bare, static_cast<long long>(steps),
+                static_cast<double>(steps * kBatchSize) / best_bare, 1e3 * best_sim.aggregate_seconds / flags.rounds,
+                best_sim.client_accuracy);
+  }
+
+  // Where the time goes, on this thread: what one task costs beyond the bare loop.
+  const simulations::ClientSplit& split = splits[0];
+  const ClientData& data = clients[0];
+  client::DatasetView train_view{train, split.train};
+  client::DatasetView eval_view{train, split.test};
+  const int reps = 5 * flags.repeats;
+  TESSERA_ASSIGN_OR_RETURN(double create, BestOf(reps, [&]() -> absl::Status {
+                             return ct::TorchTrainer::Create(spec, train_view, eval_view).status();
+                           }));
+  TESSERA_ASSIGN_OR_RETURN(auto trainer, ct::TorchTrainer::Create(spec, train_view, eval_view));
+  std::printf("per task, 1 thread, best of %d: TorchTrainer::Create %.2f ms\n", reps, 1e3 * create);
+  for (int epochs : {1, 5}) {
+    core::TrainConfig config;
+    config.local_epochs = epochs;
+    config.batch_size = kBatchSize;
+    config.learning_rate = kLearningRate;
+    config.seed = kSeed;
+    TESSERA_ASSIGN_OR_RETURN(double train_s, BestOf(reps, [&]() -> absl::Status {
+                               return trainer->Train(initial, config).status();
+                             }));
+    TESSERA_ASSIGN_OR_RETURN(double bare_s, BestOf(reps, [&]() -> absl::Status {
+                               ct::BareSgdOptions options{epochs, kBatchSize, kLearningRate, kSeed};
+                               return ct::BareSgd("mlp", initial, spec.input_shape, data.features, data.labels, options)
+                                   .status();
+                             }));
+    TESSERA_ASSIGN_OR_RETURN(double eval_s, BestOf(reps, [&]() -> absl::Status {
+                               return trainer->Evaluate(initial).status();
+                             }));
+    std::printf("  E=%d: TorchTrainer::Train %.2f ms  bare %.2f ms  ratio: %.3f   Evaluate (held-out %zu) %.2f ms\n",
+                epochs, 1e3 * train_s, 1e3 * bare_s, train_s / bare_s, split.test.size(), 1e3 * eval_s);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Memory of idle virtual clients.
+
+// The simulator's descriptor of a virtual client (VirtualClient in simulations/simulator.cc,
+// private there): an id and the indices of its train and held-out examples.
+struct Descriptor {
+  core::ClientId id;
+  client::DatasetView train;
+  client::DatasetView eval;
+  bool attacker = false;
+};
+
+class RssMeter {
+ public:
+  explicit RssMeter(int clients) : clients_(clients), last_(bench::ResidentBytes()), first_(last_) {}
+  // Prints the resident bytes `stage` added, in total and per client.
+  void Stage(const char* stage, const char* note = "") {
+    const int64_t now = bench::ResidentBytes();
+    std::printf("  %-28s %8.1f MiB  %7.1f B/client%s\n", stage, static_cast<double>(now - last_) / (1 << 20),
+                static_cast<double>(now - last_) / clients_, note);
+    last_ = now;
+  }
+  void Total() {
+    std::printf("  %-28s %8.1f MiB  %7.1f B/client\n", "total", static_cast<double>(last_ - first_) / (1 << 20),
+                static_cast<double>(last_ - first_) / clients_);
+  }
+
+ private:
+  const int clients_;
+  int64_t last_;
+  const int64_t first_;
+};
+
+absl::Status RunMemory(const Flags& flags) {
+  const int n = flags.memory_clients;
+  constexpr int kExamplesPerClient = 6;
+  auto data = std::make_shared<client::Dataset>();
+  data->labels.resize(static_cast<size_t>(n) * kExamplesPerClient);
+  for (size_t i = 0; i < data->labels.size(); ++i) data->labels[i] = static_cast<int64_t>(i % 10);
+  data->example_shape = {1};
+  data->num_classes = 10;
+  std::printf("memory: %d idle virtual clients, %d examples each (labels-only dataset), RSS %.1f MiB before\n", n,
+              kExamplesPerClient, static_cast<double>(bench::ResidentBytes()) / (1 << 20));
+
+  RssMeter meter(n);
+  // As RunSimulation builds them; it keeps `parts` and `splits` alive for the whole run.
+  TESSERA_ASSIGN_OR_RETURN(auto parts, simulations::Partition(*data, n, {}, kSeed));
+  meter.Stage("partition (index vectors)", "  (kept by RunSimulation for the whole run)");
+  std::vector<simulations::ClientSplit> splits = simulations::SplitHeldOut(parts, kHeldOut, kSeed);
+  meter.Stage("held-out split (copies)");
+  std::vector<Descriptor> clients(n);
+  for (int i = 0; i < n; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "client-%05d", i);
+    clients[i].id = core::ClientId{name};
+    clients[i].train = client::DatasetView{data, std::move(splits[i].train)};
+    clients[i].eval = client::DatasetView{data, std::move(splits[i].test)};
+  }
+  meter.Stage("descriptors", "  (the split's vectors moved in)");
+  std::map<core::ClientId, size_t> index;  // the Scheduler's id -> descriptor map
+  for (int i = 0; i < n; ++i) index[clients[i].id] = static_cast<size_t>(i);
+  meter.Stage("scheduler id index");
+
+  // A Coordinator with every client registered through the in-memory channel; min_available
+  // above n keeps round 1 from opening, so every client stays idle.
+  coordinator::FedAvgOptions sampling;
+  sampling.fraction = kFraction;
+  sampling.min_available_clients = n + 1;
+  TESSERA_ASSIGN_OR_RETURN(auto strategy, coordinator::MakeStrategy({}, sampling, false));
+  core::ModelWeights tiny;
+  tiny.tensors.emplace_back("w", std::vector<int64_t>{1});
+  coordinator::CoordinatorOptions copts;
+  copts.round.run_id = "idle";
+  copts.liveness_timeout = absl::InfiniteDuration();
+  TESSERA_ASSIGN_OR_RETURN(auto coord, coordinator::Coordinator::Create(copts, std::move(strategy), std::move(tiny)));
+  meter.Stage("coordinator (empty)");
+  simulations::InMemoryChannel registrar(coord.get());
+  const Clock::time_point t0 = Clock::now();
+  for (const Descriptor& c : clients) TESSERA_RETURN_IF_ERROR(registrar.Register(c.id, {}).status());
+  const double register_s = Seconds(t0);
+  char note[96];
+  std::snprintf(note, sizeof(note), "  (registered in %.2f s, %.1f us each)", register_s, 1e6 * register_s / n);
+  meter.Stage("coordinator registry", note);
+  meter.Total();
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> int {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return std::atoi(argv[++i]);
+    };
+    if (a == "--rounds") {
+      flags.rounds = std::max(1, value());
+    } else if (a == "--repeats") {
+      flags.repeats = std::max(1, value());
+    } else if (a == "--memory-clients") {
+      flags.memory_clients = std::max(1, value());
+    } else if (a == "--skip-overhead") {
+      flags.overhead = false;
+    } else if (a == "--skip-memory") {
+      flags.memory = false;
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", a.c_str());
+      return 2;
+    }
+  }
+  core::SetLogLevel("warn");  // the coordinator logs every registration at info
+  ct::ConfigureTorchThreads(1);
+  std::printf("simulation_overhead_benchmark: blas %s, %u cores, load %s\n", ct::BlasBackendName().c_str(),
+              std::thread::hardware_concurrency(), bench::LoadAverage().c_str());
+  const Clock::time_point t0 = Clock::now();
+  // Memory first, while the heap holds no freed memory that could hide new allocations.
+  if (flags.memory) {
+    if (absl::Status s = RunMemory(flags); !s.ok()) {
+      std::fprintf(stderr, "memory: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  if (flags.overhead) {
+    if (absl::Status s = RunOverhead(flags); !s.ok()) {
+      std::fprintf(stderr, "overhead: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  std::printf("total %.1f s, load %s\n", Seconds(t0), bench::LoadAverage().c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) { return tessera::Main(argc, argv); }
