@@ -560,8 +560,13 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& st
   std::vector<int64_t> order(n);
   std::vector<int64_t> batch_shape = BatchShape(0, spec_.input_shape);
 
-  double loss_sum = 0;
-  int64_t correct = 0;
+  // The last epoch's metrics: each step parks its loss and logits here (two small copies) and
+  // the epoch reads them once at the end; reading them per step (item(), argmax) cost ~10 us a
+  // step, 4% of an MLP step at batch 10.
+  const int64_t max_epoch_steps = (n + batch_size - 1) / batch_size;
+  ::torch::Tensor step_losses = ::torch::empty({max_epoch_steps}, ::torch::kFloat32);
+  ::torch::Tensor epoch_logits = ::torch::empty({n, spec_.num_classes}, ::torch::kFloat32);
+  int64_t metric_steps = 0;
   int64_t seen = 0;  // examples of the last epoch that ran (maybe cut short by max_steps)
   for (int epoch = 0; epoch < config.local_epochs && steps < max_steps; ++epoch) {
     std::iota(order.begin(), order.end(), int64_t{0});
@@ -599,13 +604,21 @@ absl::StatusOr<TrainOutput> TorchTrainer::TrainImpl(const core::ModelWeights& st
           }
         }
         if (last_epoch) {
-          loss_sum += loss.item<double>() * static_cast<double>(len);
-          correct += logits.argmax(1).eq(yb).sum().item<int64_t>();
-          seen += len;
+          step_losses.select(0, metric_steps++).copy_(loss);
+          epoch_logits.narrow(0, start, len).copy_(logits);
+          seen = start + len;
         }
       }
     }
   }
+  // Examples [0, seen) of the last epoch's order ran, in steps of batch_size.
+  double loss_sum = 0;
+  const float* losses = step_losses.data_ptr<float>();
+  for (int64_t k = 0; k < metric_steps; ++k) {
+    loss_sum += static_cast<double>(losses[k]) * static_cast<double>(std::min(batch_size, seen - k * batch_size));
+  }
+  const int64_t correct =
+      seen == 0 ? 0 : epoch_logits.narrow(0, 0, seen).argmax(1).eq(y.narrow(0, 0, seen)).sum().item<int64_t>();
 
   TrainOutput out;
   TESSERA_ASSIGN_OR_RETURN(out.weights, StateToWeights(model_->State()));
