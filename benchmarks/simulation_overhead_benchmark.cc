@@ -26,6 +26,7 @@
 #include <cstring>
 #include <functional>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +43,7 @@
 #include "core/ids.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "core/strings.h"
 #include "simulations/in_memory_channel.h"
 #include "simulations/partitioner.h"
 #include "simulations/simulator.h"
@@ -361,7 +363,92 @@ absl::Status RunMemory(const Flags& flags) {
   return absl::OkStatus();
 }
 
+// Resets the process's peak resident set (VmHWM) to the current one (Linux >= 4.0).
+void ResetPeakRss() {
+  if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
+}
+
+// Peak resident bytes (VmHWM) above the resident set before the call, of a whole RunSimulation
+// with `clients` virtual clients on the CSV dataset `csv`: 1 round, 10 sampled logreg clients,
+// so that the idle clients' memory is most of what the run adds.
+absl::StatusOr<int64_t> SimulationPeakBytes(const std::string& csv, int clients) {
+  simulations::SimulationOptions o;
+  o.dataset = "csv:" + csv;
+  o.num_clients = clients;
+  o.fraction = 10.0 / clients;
+  o.rounds = 1;
+  o.model = "logreg";
+  o.server_eval = false;
+  o.progress = nullptr;
+  const int64_t before = bench::ResidentBytes();
+  ResetPeakRss();
+  TESSERA_RETURN_IF_ERROR(simulations::RunSimulation(o).status());
+  return bench::PeakResidentBytes() - before;
+}
+
+// SimulationPeakBytes in a fresh process (this binary with --simulation-peak CSV N): in this
+// one, the memory freed by RunMemory would be reused and hide the new allocations.
+absl::StatusOr<int64_t> ChildSimulationPeakBytes(const std::string& csv, int clients) {
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) return absl::InternalError("cannot find this binary");
+  self[len] = '\0';
+  const std::string command = core::StrCat("'", self, "' --simulation-peak '", csv, "' ", clients);
+  std::FILE* child = popen(command.c_str(), "r");
+  if (child == nullptr) return absl::InternalError("cannot start the child process");
+  long long bytes = -1;
+  char line[256];
+  while (std::fgets(line, sizeof(line), child) != nullptr) std::sscanf(line, "peak_bytes %lld", &bytes);
+  const int status = pclose(child);
+  if (status != 0 || bytes < 0) return absl::InternalError(core::StrCat("the child '", command, "' failed"));
+  return static_cast<int64_t>(bytes);
+}
+
+// The same measure end to end: RunSimulation with n and with n / 100 clients on one dataset of
+// 1.2 n rows (a temporary CSV file: 4 features, 10 classes), each in a fresh process; the
+// difference over the clients added is what RunSimulation holds per client at its peak.
+absl::Status RunSimulationMemory(int n) {
+  char path[] = "/tmp/tessera_overhead_XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return absl::InternalError("cannot create a temporary CSV file");
+  close(fd);
+  const int rows = n + n / 5;
+  if (std::FILE* f = std::fopen(path, "w")) {
+    std::fputs("a,b,c,d,label\n", f);
+    for (int i = 0; i < rows; ++i) std::fprintf(f, "%d,%d,%d,%d,%d\n", i % 7, i % 11, i % 13, i % 17, i % 10);
+    std::fclose(f);
+  }
+  const int small = std::max(10, n / 100);
+  const Clock::time_point t0 = Clock::now();
+  auto small_peak = ChildSimulationPeakBytes(path, small);
+  const double small_s = Seconds(t0);
+  const Clock::time_point t1 = Clock::now();
+  auto large_peak = small_peak.ok() ? ChildSimulationPeakBytes(path, n) : small_peak;
+  const double large_s = Seconds(t1);
+  std::remove(path);
+  TESSERA_RETURN_IF_ERROR(large_peak.status());
+  std::printf("  RunSimulation end to end: peak +%.1f MiB with %d clients (%.1f s), +%.1f MiB with %d (%.1f s): "
+              "%.1f B per added client (%d rows of 4 features, ~%.2f train examples per client)\n",
+              static_cast<double>(*small_peak) / (1 << 20), small, small_s, static_cast<double>(*large_peak) / (1 << 20),
+              n, large_s, static_cast<double>(*large_peak - *small_peak) / (n - small), rows, 0.9 * rows / n);
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--simulation-peak") {  // the child of RunSimulationMemory
+    core::SetLogLevel("warn");
+    ct::ConfigureTorchThreads(1);
+    auto bytes = SimulationPeakBytes(argv[2], std::atoi(argv[3]));
+    if (!bytes.ok()) {
+      std::fprintf(stderr, "%s\n", bytes.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("peak_bytes %lld\n", static_cast<long long>(*bytes));
+    return 0;
+  }
   Flags flags;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -397,7 +484,9 @@ int Main(int argc, char** argv) {
   const Clock::time_point t0 = Clock::now();
   // Memory first, while the heap holds no freed memory that could hide new allocations.
   if (flags.memory) {
-    if (absl::Status s = RunMemory(flags); !s.ok()) {
+    absl::Status s = RunMemory(flags);
+    if (s.ok()) s = RunSimulationMemory(flags.memory_clients);
+    if (!s.ok()) {
       std::fprintf(stderr, "memory: %s\n", s.ToString().c_str());
       return 1;
     }
