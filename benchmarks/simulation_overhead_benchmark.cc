@@ -4,17 +4,19 @@
 //    clients, C = 0.1, the 2NN, B = 10, E = 1 and E = 5, server evaluation off, one trainer
 //    thread per core) divided by the wall time of the same local SGD steps in a bare libtorch
 //    loop (client/torch/bare_sgd.h: the same number of tasks, examples per task, epochs, batch
-//    size and threads) measured in the same run. Each figure is the best of --repeats runs that
-//    interleave the two; the median of the per-run ratios and the CPU-time ratio (which other
-//    processes on the machine disturb less) are printed beside it. The federation's time is the sum of its rounds' durations (round 1 opens
-//    once every client registered, the last closes after its model is published); RunSimulation's
-//    whole wall time, with loading Fashion-MNIST and partitioning, is printed beside it.
-//    Then where the time goes: the per-task and per-round costs the bare loop does not pay.
+//    size and threads) measured in the same run. The federation's time is the sum of its rounds'
+//    durations (round 1 opens once every client registered, the last closes after its model is
+//    published); RunSimulation's whole wall time, with loading Fashion-MNIST and partitioning,
+//    is printed beside it. Each figure is the best of --repeats runs that alternate the two; the
+//    median of the per-run ratios and the CPU-time ratio (which other processes on the machine
+//    disturb less) are printed too. Then where the time goes: what one task costs beyond the
+//    bare loop, on one thread.
 // 2. Memory: resident bytes per idle virtual client, built as the simulator builds them (the
 //    partitioner's index vectors, the held-out split, the descriptors, the scheduler's index and
 //    a Coordinator with every client registered), each stage measured by VmRSS before and after.
 //    Fashion-MNIST has 60,000 training examples and the partitioner refuses more clients than
-//    examples, so the 100,000 clients share a labels-only dataset of 6 examples per client.
+//    examples, so the 100,000 clients share a labels-only dataset of 6 examples per client. Then
+//    the peak memory a whole RunSimulation adds per client, in fresh child processes.
 //
 // Usage: simulation_overhead_benchmark [--rounds N] [--repeats N] [--memory-clients N]
 //                                      [--skip-overhead] [--skip-memory] [--per-task-only]
@@ -26,13 +28,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <sys/resource.h>
-#include <unistd.h>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "benchmarks/bench_util.h"
 #include "client/data/dataset.h"
@@ -143,14 +146,16 @@ ClientData Gather(const client::Dataset& data, const std::vector<int64_t>& indic
   return c;
 }
 
-// Runs `tasks` BareSgd calls (task k on client k % clients.size()) on `threads` threads that take
-// the next task as they finish one, as the simulator's pool does. Returns wall and CPU seconds.
 struct BareTimes {
   double wall_seconds = 0;
   double cpu_seconds = 0;
 };
+
+// Runs `tasks` BareSgd calls (task k on client k % clients.size()) on `threads` threads that take
+// the next task as they finish one, as the simulator's pool does (but with no rounds between
+// them: a stricter limit than a synchronous federation can reach).
 absl::StatusOr<BareTimes> TimeBareLoop(const std::vector<ClientData>& clients, const core::ModelWeights& initial,
-                                    const std::vector<int64_t>& input_shape, int tasks, int threads, int epochs) {
+                                       const std::vector<int64_t>& input_shape, int tasks, int threads, int epochs) {
   std::atomic<int> next{0};
   std::vector<absl::Status> errors(threads);
   const double cpu0 = CpuSeconds();
