@@ -79,7 +79,7 @@ double CpuSeconds() {
 
 struct Flags {
   int rounds = 10;
-  int repeats = 4;
+  int repeats = 3;
   int memory_clients = 100000;
   bool overhead = true;
   bool federation = true;  // false: only the per-task costs of part 1
@@ -152,26 +152,32 @@ struct BareTimes {
 };
 
 // Runs `tasks` BareSgd calls (task k on client k % clients.size()) on `threads` threads that take
-// the next task as they finish one, as the simulator's pool does (but with no rounds between
-// them: a stricter limit than a synchronous federation can reach).
+// the next task as they finish one, as the simulator's pool does. With tasks_per_round > 0 the
+// threads also wait for each other after every tasks_per_round tasks, as a synchronous round
+// does; with 0 they never wait (a stricter limit than a synchronous federation can reach).
 absl::StatusOr<BareTimes> TimeBareLoop(const std::vector<ClientData>& clients, const core::ModelWeights& initial,
-                                       const std::vector<int64_t>& input_shape, int tasks, int threads, int epochs) {
-  std::atomic<int> next{0};
+                                       const std::vector<int64_t>& input_shape, int tasks, int threads, int epochs,
+                                       int tasks_per_round) {
   std::vector<absl::Status> errors(threads);
   const double cpu0 = CpuSeconds();
   const Clock::time_point t0 = Clock::now();
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      for (int k = next++; k < tasks; k = next++) {
-        const ClientData& c = clients[k % clients.size()];
-        ct::BareSgdOptions options{epochs, kBatchSize, kLearningRate, static_cast<uint64_t>(k)};
-        auto r = ct::BareSgd("mlp", initial, input_shape, c.features, c.labels, options);
-        if (!r.ok()) errors[t] = r.status();
-      }
-    });
+  const int round_size = tasks_per_round > 0 ? tasks_per_round : tasks;
+  for (int first = 0; first < tasks; first += round_size) {
+    const int end = std::min(tasks, first + round_size);
+    std::atomic<int> next{first};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int k = next++; k < end; k = next++) {
+          const ClientData& c = clients[k % clients.size()];
+          ct::BareSgdOptions options{epochs, kBatchSize, kLearningRate, static_cast<uint64_t>(k)};
+          auto r = ct::BareSgd("mlp", initial, input_shape, c.features, c.labels, options);
+          if (!r.ok()) errors[t] = r.status();
+        }
+      });
+    }
+    for (std::thread& t : pool) t.join();
   }
-  for (std::thread& t : pool) t.join();
   const BareTimes times{Seconds(t0), CpuSeconds() - cpu0};
   for (const absl::Status& s : errors) TESSERA_RETURN_IF_ERROR(s);
   return times;
@@ -219,12 +225,18 @@ absl::Status RunOverhead(const Flags& flags) {
     SimulationTimes best_sim{1e30, 1e30, 1e30, 1e30, 0};
     BareTimes best_bare{1e30, 1e30};
     std::vector<double> pair_ratios;  // each run's federation over the bare loop right after it
+    double best_rounds = 1e30;        // the bare loop with a barrier after each round's tasks
     for (int rep = 0; rep < flags.repeats; ++rep) {
       TESSERA_ASSIGN_OR_RETURN(SimulationTimes sim, TimeSimulation(epochs, flags.rounds));
-      TESSERA_ASSIGN_OR_RETURN(BareTimes bare, TimeBareLoop(clients, initial, spec.input_shape, tasks, cores, epochs));
-      std::printf("  E=%d run %d: federation %.3f s (RunSimulation %.3f s, %.3f s CPU)  bare %.3f s (%.3f s CPU)\n",
+      TESSERA_ASSIGN_OR_RETURN(BareTimes bare,
+                               TimeBareLoop(clients, initial, spec.input_shape, tasks, cores, epochs, /*rounds=*/0));
+      TESSERA_ASSIGN_OR_RETURN(BareTimes rounds,
+                               TimeBareLoop(clients, initial, spec.input_shape, tasks, cores, epochs, sampled));
+      std::printf("  E=%d run %d: federation %.3f s (RunSimulation %.3f s, %.3f s CPU)  bare %.3f s (%.3f s CPU)  "
+                  "bare in rounds %.3f s\n",
                   epochs, rep + 1, sim.rounds_seconds, sim.wall_seconds, sim.cpu_seconds, bare.wall_seconds,
-                  bare.cpu_seconds);
+                  bare.cpu_seconds, rounds.wall_seconds);
+      best_rounds = std::min(best_rounds, rounds.wall_seconds);
       pair_ratios.push_back(sim.rounds_seconds / bare.wall_seconds);
       if (sim.rounds_seconds < best_sim.rounds_seconds) {
         const double cpu = std::min(best_sim.cpu_seconds, sim.cpu_seconds);
@@ -245,6 +257,8 @@ absl::Status RunOverhead(const Flags& flags) {
                 "goal <= 1.05, limit 1.10)\n",
                 epochs, best_sim.rounds_seconds, best_bare.wall_seconds, best_sim.rounds_seconds / best_bare.wall_seconds,
                 m, median);
+    std::printf("     bare loop with a barrier after each round's %d tasks %.3f s: federation / that %.3f\n", sampled,
+                best_rounds, best_sim.rounds_seconds / best_rounds);
     std::printf("     CPU: federation %.3f s (RunSimulation minus set-up)  bare %.3f s  ratio: %.3f;  "
                 "RunSimulation wall incl. set-up %.3f s: ratio %.3f\n",
                 fed_cpu, best_bare.cpu_seconds, fed_cpu / best_bare.cpu_seconds, best_sim.wall_seconds,
