@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "core/tensor.h"
@@ -22,6 +23,26 @@ inline std::string LoadAverage() {
   for (int field = 0; field < 3 && pos != std::string::npos; ++field) pos = s.find(' ', pos + 1);
   return s.substr(0, pos);
 }
+
+namespace internal {
+// The value in kB of `field` ("VmRSS:", "VmHWM:") in /proc/self/status, in bytes; 0 if unknown.
+inline int64_t StatusBytes(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long long kib = 0;
+  const size_t len = std::strlen(field);
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, field, len) == 0 && std::sscanf(line + len, " %lld", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<int64_t>(kib) * 1024;
+}
+}  // namespace internal
+
+// The process's resident set (VmRSS) and its peak (VmHWM) in bytes.
+inline int64_t ResidentBytes() { return internal::StatusBytes("VmRSS:"); }
+inline int64_t PeakResidentBytes() { return internal::StatusBytes("VmHWM:"); }
 
 // Fills every float tensor of `m` with distinct, cheap-to-make values in [-1, 1) from `k`;
 // writing every element pre-faults the buffers.

@@ -168,6 +168,9 @@ RoundStateMachine::RoundStateMachine(RoundConfig config, RoundDeps deps)
 
 absl::Status RoundStateMachine::MaybeStartRound() {
   if (phase_ != RoundPhase::kWaitingForClients) return absl::OkStatus();
+  // Every registration lands here while the first round waits for its clients: counting the
+  // registry first keeps registering n clients O(n log n) instead of copying every id each time.
+  if (static_cast<int64_t>(deps_.registry->size()) < deps_.strategy->MinAvailableClients()) return absl::OkStatus();
   const absl::Time now = deps_.clock->Now();
   std::vector<ClientId> available = deps_.registry->Available(now);
   if (static_cast<int>(available.size()) < deps_.strategy->MinAvailableClients()) return absl::OkStatus();
