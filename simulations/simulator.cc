@@ -465,6 +465,9 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
     clients[i].eval = DatasetView{train, std::move(splits[i].test)};
     clients[i].attacker = i < o.attackers;
   }
+  // The descriptors own the indices now: an idle client costs only its descriptor.
+  decltype(parts)().swap(parts);
+  decltype(splits)().swap(splits);
 
   ct::ModelSpec spec{o.model, train->example_shape, train->num_classes};
   TESSERA_ASSIGN_OR_RETURN(core::ModelWeights initial, ct::InitialWeights(spec, o.seed));
