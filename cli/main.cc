@@ -274,8 +274,13 @@ void AddSimulate(CLI::App& app, SimulateArgs* a) {
       ->capture_default_str();
   sub->add_option("--dropout-stage", o.dropout_stage, "They drop before: advertise | share | masked | unmasking | train")
       ->capture_default_str();
-  sub->add_option("--attackers", o.attackers,
-                  "Byzantine clients: this many upload their update reversed and scaled by 10 (to try --strategy)")
+  sub->add_option("--attackers", o.attackers, "Byzantine clients: this many poison their uploads (to try --strategy)")
+      ->capture_default_str();
+  sub->add_option("--attack", o.attack,
+                  "sign-flip (global - s*delta) | scaling (global + s*delta) | gaussian (global + N(0, s^2)) | "
+                  "label-flip (train on labels C-1-y)")
+      ->capture_default_str();
+  sub->add_option("--attack-scale", o.attack_scale, "s: the factor of sign-flip and scaling, gaussian's stddev")
       ->capture_default_str();
   AddPrivacy(sub, &a->privacy);
 }

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <cmath>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "core/status.h"
 #include "core/strings.h"
 #include "core/thread_pool.h"
+#include "security/dp/gaussian.h"
 #include "simulations/in_memory_channel.h"
 #include "simulations/partitioner.h"
 
@@ -95,15 +97,23 @@ class GatedTrainer final : public client::Trainer {
 // the honest update reversed and scaled (a model-poisoning attack that drags a plain mean away).
 class AttackingTrainer final : public client::Trainer {
  public:
-  static constexpr float kAttackScale = 10.0f;
-  explicit AttackingTrainer(client::Trainer* inner) : inner_(inner) {}
+  AttackingTrainer(client::Trainer* inner, std::string attack, double scale)
+      : inner_(inner), attack_(std::move(attack)), scale_(scale) {}
   absl::StatusOr<client::TrainOutput> Train(const core::ModelWeights& global, const core::TrainConfig& c) override {
     TESSERA_ASSIGN_OR_RETURN(client::TrainOutput out, inner_->Train(global, c));
+    if (attack_ == "label-flip") return out;  // the poison is in the data
+    if (attack_ == "gaussian") {
+      out.weights = global;
+      core::Rng noise(c.seed, {0x6e6f697365ULL /* "noise" */});
+      TESSERA_RETURN_IF_ERROR(security::dp::AddGaussianNoise(out.weights, scale_, noise));
+      return out;
+    }
+    const float s = static_cast<float>(attack_ == "scaling" ? scale_ : -scale_);
     for (size_t t = 0; t < global.tensors.size(); ++t) {
       if (global.tensors[t].dtype() != core::DType::kFloat32) continue;
       auto g = global.tensors[t].f32();
       auto w = out.weights.tensors[t].mutable_f32();
-      for (size_t i = 0; i < g.size(); ++i) w[i] = g[i] - kAttackScale * (w[i] - g[i]);
+      for (size_t i = 0; i < g.size(); ++i) w[i] = g[i] + s * (w[i] - g[i]);
     }
     return out;
   }
@@ -111,7 +121,30 @@ class AttackingTrainer final : public client::Trainer {
 
  private:
   client::Trainer* inner_;
+  const std::string attack_;
+  const double scale_;
 };
+
+// An attacker's training data with every label y replaced by C - 1 - y (its own copy).
+DatasetView FlippedLabels(const DatasetView& view) {
+  auto flipped = std::make_shared<Dataset>();
+  const Dataset& base = *view.base;
+  flipped->example_shape = base.example_shape;
+  flipped->num_classes = base.num_classes;
+  flipped->class_names = base.class_names;
+  flipped->preprocessing = base.preprocessing;
+  const int64_t numel = base.example_numel();
+  flipped->features.reserve(view.indices.size() * numel);
+  for (int64_t i = 0; i < view.size(); ++i) {
+    flipped->features.insert(flipped->features.end(), view.example(i), view.example(i) + numel);
+    flipped->labels.push_back(base.num_classes - 1 - view.label(i));
+  }
+  DatasetView out;
+  out.indices.resize(flipped->labels.size());
+  std::iota(out.indices.begin(), out.indices.end(), int64_t{0});
+  out.base = std::move(flipped);
+  return out;
+}
 
 // A virtual client that drops out before a stage: the channel fails instead of sending.
 class DroppingChannel final : public client::CoordinatorChannel {
@@ -179,6 +212,10 @@ class Scheduler final : public coordinator::ClientSender {
   void set_coordinator(coordinator::Coordinator* c) { coordinator_ = c; }
   // Where virtual clients keep their personal models (one directory each).
   void set_personal_dir(std::string dir) { personal_dir_ = std::move(dir); }
+  void set_attack(std::string attack, double scale) {
+    attack_ = std::move(attack);
+    attack_scale_ = scale;
+  }
 
   void SendTask(const ClientId& client, const core::TrainTask& task) override {
     const VirtualClient* vc = &(*clients_)[index_.at(client)];
@@ -222,7 +259,7 @@ class Scheduler final : public coordinator::ClientSender {
     if (!trainer.ok()) return trainer.status();
     GatedTrainer gated_trainer(trainer->get(), &gate_);
     client::Trainer* honest = gated ? static_cast<client::Trainer*>(&gated_trainer) : trainer->get();
-    AttackingTrainer attacking(honest);
+    AttackingTrainer attacking(honest, attack_, attack_scale_);
     DroppingChannel dropping(channel, drop_before_);
     client::ClientOptions options;
     options.id = vc.id;
@@ -266,6 +303,8 @@ class Scheduler final : public coordinator::ClientSender {
 
   const std::vector<VirtualClient>* clients_;
   std::string personal_dir_;
+  std::string attack_ = "sign-flip";
+  double attack_scale_ = 10;
   const ct::ModelSpec spec_;
   const int torch_threads_;
   const double dropout_;
@@ -363,6 +402,13 @@ absl::Status Validate(const SimulationOptions& o) {
   if (o.attackers < 0 || o.attackers > o.num_clients) {
     return absl::InvalidArgumentError("--attackers must be in [0, --clients]");
   }
+  if (o.attack != "sign-flip" && o.attack != "scaling" && o.attack != "gaussian" && o.attack != "label-flip") {
+    return absl::InvalidArgumentError(
+        StrCat("--attack must be sign-flip, scaling, gaussian or label-flip, not '", o.attack, "'"));
+  }
+  if (!(o.attack_scale > 0) || !std::isfinite(o.attack_scale)) {
+    return absl::InvalidArgumentError("--attack-scale must be positive and finite");
+  }
   TESSERA_RETURN_IF_ERROR(ValidatePersonalization(o.personalization, o.proximal_mu, o.secure_aggregation));
 
   return absl::OkStatus();
@@ -425,6 +471,10 @@ std::string OptionsJson(const SimulationOptions& o) {
                       {"dp_clip_norm", o.dp.clip_norm}, {"dp_noise_multiplier", o.dp.noise_multiplier},
                       {"dp_adaptive_clipping", o.dp.adaptive.has_value()}};
   j["attackers"] = o.attackers;
+  if (o.attackers > 0) {
+    j["attack"] = o.attack;
+    j["attack_scale"] = o.attack_scale;
+  }
   j["strategy"] = o.strategy.name;
   j["proximal_mu"] = o.proximal_mu;
   j["personalization"] = std::string(core::PersonalizationModeName(o.personalization.mode));
@@ -464,6 +514,7 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
     clients[i].train = DatasetView{train, std::move(splits[i].train)};
     clients[i].eval = DatasetView{train, std::move(splits[i].test)};
     clients[i].attacker = i < o.attackers;
+    if (clients[i].attacker && o.attack == "label-flip") clients[i].train = FlippedLabels(clients[i].train);
   }
   // The descriptors own the indices now: an idle client costs only its descriptor.
   decltype(parts)().swap(parts);
@@ -540,6 +591,7 @@ absl::StatusOr<SimulationReport> RunSimulation(const SimulationOptions& o) {
                            coordinator::Coordinator::Create(copts, std::move(strategy), std::move(initial), deps));
   scheduler.set_coordinator(coordinator.get());
   scheduler.set_personal_dir(personal_root);
+  scheduler.set_attack(o.attack, o.attack_scale);
 
   if (o.progress) {
     std::fprintf(o.progress, "tessera simulate: %d clients (%s), %s model, %d rounds, fraction %.3g, %d threads%s%s\n",

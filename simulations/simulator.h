@@ -44,9 +44,16 @@ struct SimulationOptions {
   // `dropout_stage` (advertise, share, masked, unmasking; "train" for plain rounds: before upload).
   double dropout = 0;
   std::string dropout_stage = "unmasking";
-  // Byzantine clients: the first `attackers` virtual clients train, then upload their update
-  // reversed and scaled by 10 (global - 10 * delta), to try the robust strategies.
+  // Byzantine clients, to try the robust strategies: the first `attackers` virtual clients
+  // poison what they upload with `attack`:
+  //   sign-flip   global - s * delta (the update reversed and scaled)
+  //   scaling     global + s * delta (model replacement, Bagdasaryan et al. 2020)
+  //   gaussian    global + N(0, s^2) per coordinate instead of their update
+  //   label-flip  an honest update from their data with labels y -> C - 1 - y
+  // where s = attack_scale.
   int attackers = 0;
+  std::string attack = "sign-flip";
+  double attack_scale = 10;
   // Client-side personalization (finetune, fedper, ditto) and FedProx's proximal term. fedper's
   // private layers default to the model's last layer.
   core::PersonalizationSpec personalization;

@@ -508,6 +508,32 @@ TEST_F(CliTest, AnAttackerBreaksFedAvgButNotTheMedian) {
   EXPECT_LT(mean, median - 0.3);
 }
 
+// Each attack by one of five clients: plain FedAvg ends below every robust rule (the ordering, not
+// exact figures). Scaling (model replacement) is left out: in one round its boosted update is
+// still an honest direction and FedAvg barely suffers.
+TEST_F(CliTest, EachAttackHurtsFedAvgMoreThanTheRobustRules) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  auto accuracy = [&](const std::string& attack, const std::vector<std::string>& strategy) {
+    const fs::path out = tmp_.Join(attack + "-" + strategy[0]);
+    std::vector<std::string> args = {"simulate", "--clients", "5", "--fraction", "1", "--rounds", "1", "--model",
+                                     "logreg", "--local-epochs", "1", "--batch-size", "50", "--attackers", "1",
+                                     "--attack", attack, "--quiet", "--output", out.string(), "--strategy"};
+    args.insert(args.end(), strategy.begin(), strategy.end());
+    Outcome o = Tessera(args);
+    EXPECT_EQ(o.exit_code, 0) << o;
+    return ReadJson(out / "summary.json")["final_accuracy"].get<double>();
+  };
+  for (const std::string attack : {"sign-flip", "gaussian", "label-flip"}) {
+    const double fedavg = accuracy(attack, {"fedavg"});
+    for (const auto& robust : std::vector<std::vector<std::string>>{
+             {"median"}, {"trimmed-mean", "--trim-fraction", "0.2"}, {"krum", "--byzantine", "1"}}) {
+      EXPECT_GT(accuracy(attack, robust), fedavg + 0.02) << attack << " against " << robust[0];
+    }
+  }
+  Outcome bad = Tessera({"simulate", "--clients", "5", "--attackers", "1", "--attack", "bribery"});
+  EXPECT_EQ(bad.exit_code, 2) << bad;
+}
+
 TEST_F(CliTest, CommandLineWinsOverConfigFile) {
   SKIP_WITHOUT_FASHION_MNIST();
   const std::string config = WriteConfig("tiny.toml", std::string(kTinyToml) + "rounds = 3\nseed = 7\nlr = 0.5\n");
