@@ -427,18 +427,6 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
   if (a.upload_memory_mb < 0 || a.upload_memory_mb > (int64_t{1} << 20)) {
     return Fail(cmd, absl::InvalidArgumentError("--upload-memory-mb must be in [0, 1048576] (0: from the model's size)"));
   }
-  if (auto p = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, nullptr); !p.ok()) {
-    return Fail(cmd, p.status());
-  }
-  coordinator::FedAvgOptions fedavg;
-  fedavg.fraction = a.fraction;
-  fedavg.min_fit_clients = 1;
-  fedavg.over_selection = a.over_selection;
-  fedavg.min_available_clients = a.min_clients;
-  fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
-  fedavg.train.proximal_mu = a.personalization.proximal_mu;
-  auto strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
-  if (!strategy.ok()) return Fail(cmd, strategy.status());
   auto shape = ParseShape(a.input_shape);
   if (!shape.ok()) return Fail(cmd, shape.status());
   ct::ModelSpec spec{a.model, *shape, a.num_classes};
@@ -451,15 +439,20 @@ int RunCoordinator(CLI::App* sub, CoordinatorArgs& a) {
     initial = ct::InitialWeights(spec, a.seed);
   }
   if (!initial.ok()) return Fail(cmd, initial.status());
-  if (a.personalization.mode != "none") {
-    // The clients learn the personalization from their tasks; fedper's private layers default
-    // to the model's last layer, known now.
-    auto personalization = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, &*initial);
-    if (!personalization.ok()) return Fail(cmd, personalization.status());
-    fedavg.train.personalization = *personalization;
-    strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
-    if (!strategy.ok()) return Fail(cmd, strategy.status());
-  }
+  // The clients learn the personalization from their tasks; fedper's private layers default to
+  // the model's last layer.
+  auto personalization = ResolvePersonalization(a.personalization, a.privacy.secure_aggregation, &*initial);
+  if (!personalization.ok()) return Fail(cmd, personalization.status());
+  coordinator::FedAvgOptions fedavg;
+  fedavg.fraction = a.fraction;
+  fedavg.min_fit_clients = 1;
+  fedavg.over_selection = a.over_selection;
+  fedavg.min_available_clients = a.min_clients;
+  fedavg.train = {a.local_epochs, a.batch_size, a.lr, a.seed};
+  fedavg.train.proximal_mu = a.personalization.proximal_mu;
+  fedavg.train.personalization = *personalization;
+  auto strategy = coordinator::MakeStrategy(a.strategy, fedavg, a.privacy.secure_aggregation);
+  if (!strategy.ok()) return Fail(cmd, strategy.status());
 
   std::unique_ptr<EvalAdapter> evaluator;
   if (!a.eval_data_dir.empty()) {

@@ -88,6 +88,20 @@ void RoundStateMachine::JournalError(const absl::Status& s, std::string_view wha
                                      std::string(s.message()));
 }
 
+core::TrainTask RoundStateMachine::MakeTask(std::string task_id, const ModelBlob& global,
+                                            const core::TrainConfig& train) const {
+  core::TrainTask task;
+  task.ref = {config_.run_id, round_, std::move(task_id)};
+  task.model_version = global.version;
+  task.model_bytes = global.serialized.size();
+  task.model_sha256 = global.sha256;
+  task.config = train;
+  task.deadline = deadline_;
+  task.dp.clip_norm = round_clip_norm_;
+  task.dp.report_unclipped = clipper_.has_value();
+  return task;
+}
+
 absl::Status RoundStateMachine::Restore(const RestoredState& st) {
   round_ = st.last_round;
   history_ = st.history;
@@ -112,16 +126,7 @@ absl::Status RoundStateMachine::Restore(const RestoredState& st) {
   core::TrainConfig train = deps_.strategy->ConfigureTrain(round_);
   federated_layout_ = core::SharedTensors(*global->weights, train.personalization);
   for (const auto& t : open.tasks) {
-    core::TrainTask task;
-    task.ref = {config_.run_id, round_, t.task_id};
-    task.model_version = global->version;
-    task.model_bytes = global->serialized.size();
-    task.model_sha256 = global->sha256;
-    task.config = train;
-    task.deadline = deadline_;
-    task.dp.clip_norm = round_clip_norm_;
-    task.dp.report_unclipped = clipper_.has_value();
-    tasks_.emplace(t.client, task);
+    tasks_.emplace(t.client, MakeTask(t.task_id, *global, train));
     if (t.answer == "rejected") ++rejected_;
     if (t.answer == "dropped") ++dropped_;
     if (t.answer == "rejected" || t.answer == "dropped") answered_.insert(t.client);
@@ -236,17 +241,9 @@ absl::Status RoundStateMachine::MaybeStartRound() {
   }
 
   for (const ClientId& id : sampled) {
-    core::TrainTask task;
-    task.ref = {config_.run_id, round_, StrCat(config_.run_id, "/", round_, "/", id.value)};
-    task.model_version = global->version;
-    task.model_bytes = global->serialized.size();
-    task.model_sha256 = global->sha256;
-    task.config = train;
-    task.deadline = deadline_;
+    core::TrainTask task = MakeTask(StrCat(config_.run_id, "/", round_, "/", id.value), *global, train);
     if (secagg_) task.secure_aggregation = secagg_->SpecFor(id);
-    task.dp.clip_norm = round_clip_norm_;
-    task.dp.report_unclipped = clipper_.has_value();
-    tasks_.emplace(id, task);
+    tasks_.emplace(id, std::move(task));
   }
   if (deps_.journal != nullptr) {
     PersistedRound persisted;

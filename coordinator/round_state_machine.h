@@ -174,6 +174,8 @@ class RoundStateMachine {
  private:
   RoundStateMachine(RoundConfig config, RoundDeps deps);
   absl::Status CloseRound();
+  // A task of the open round (round_, deadline_, clip norm) for the model `global`.
+  core::TrainTask MakeTask(std::string task_id, const ModelBlob& global, const core::TrainConfig& train) const;
   // Publishes `aggregate` (the mean of the round's weights) as the next model.
   absl::Status PublishRound(core::ModelWeights aggregate, int reported);
   absl::Status AdvanceSecAgg();
